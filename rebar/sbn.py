@@ -1,0 +1,235 @@
+"""The sigmoid belief network: networks, noise and samplers (reference 3-4).
+
+Shapes: `B` rows in a step, `H` = n_hidden, `L` = n_layer, `D` = n_input.
+A *pass* runs the recognition network q layer by layer (each layer's input
+depends on the previous layer's activation under that pass's sampler) and then
+the generative network p on the activations. Every pass of a step uses the
+same uniform noise `u_i ~ U(0,1)^{B x H}` per layer.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from rebar.networks import DeterministicMap
+
+# Result of one pass. Lists are indexed by stochastic layer i = 0..L-1.
+#   logits:      ℓ_i, [B, H]
+#   activations: a_i, [B, H] (b, μ, or a relaxed sample)
+#   log_q:       log q_i(a_i | input_i), [B]
+#   model_term:  m, every term of f but the q terms, [B]
+#   elbo:        f, [B]
+Pass = collections.namedtuple('Pass', 'logits activations log_q model_term elbo')
+
+
+def safe_log(t):
+  return tf.math.log(tf.clip_by_value(t, 1e-8, 1.0))
+
+
+def bernoulli_log_prob(a, logits):
+  """Σ_units a log σ(ℓ) + (1 - a) log(1 - σ(ℓ)), stably; [B, n] -> [B].
+
+  Also used for relaxed activations a in (0, 1), as the original does.
+  """
+  return tf.reduce_sum(-a * tf.nn.softplus(-logits)
+                       - (1.0 - a) * tf.nn.softplus(logits), axis=-1)
+
+
+def logistic_sample(logits, u):
+  """z = ℓ + log u - log(1 - u): the logistic sample behind b = 1[z > 0]."""
+  return logits + safe_log(u) - safe_log(1.0 - u)
+
+
+def hard_sample(logits, u):
+  """b = sg(1[z > 0]), i.e. b = 1 iff u > σ(-ℓ)."""
+  return tf.stop_gradient(tf.cast(logistic_sample(logits, u) > 0, tf.float32))
+
+
+def relaxed_sample(logits, u, temperature, muprop_relaxation):
+  """Relaxed sample σ(z/λ + ℓ·λ/(λ+1)) (REBAR paper 4.3) or σ(z/λ) (Concrete).
+
+  `temperature` is a scalar or [B, 1] (one value per row).
+  """
+  z = logistic_sample(logits, u) / temperature
+  if muprop_relaxation:
+    z += logits * temperature / (temperature + 1.0)
+  return tf.sigmoid(z)
+
+
+def conditional_noise(logits, u):
+  """Noise `v` equal to u in value whose gradient w.r.t. ℓ is that of z | b.
+
+  With u' = σ(-ℓ) (so b = 1 iff u > u'), v rescales u into the part of (0, 1)
+  that is consistent with b, written as a function of ℓ; adding sg(u - v)
+  restores u's value exactly (reference section 4).
+  """
+  u_prime = tf.sigmoid(-logits)
+  v_one = (tf.stop_gradient(tf.clip_by_value(
+      (u - u_prime) / tf.clip_by_value(1.0 - u_prime, 1e-8, 1.0), 0.0, 1.0))
+           * (1.0 - u_prime) + u_prime)
+  v_zero = tf.stop_gradient(tf.clip_by_value(
+      u / tf.clip_by_value(u_prime, 1e-8, 1.0), 0.0, 1.0)) * u_prime
+  v = tf.where(u > u_prime, v_one, v_zero)
+  return v + tf.stop_gradient(u - v)
+
+
+def center(f):
+  """Leave-one-out centering f_r - (Σ_s f_s - f_r) / (B - 1); [B] -> [B]."""
+  n = tf.cast(tf.shape(f)[0], f.dtype)
+  return f - (tf.reduce_sum(f) - f) / (n - 1.0)
+
+
+# Samplers: functions (layer, logits) -> activation, built per pass.
+def hard_sampler(noise):
+  return lambda i, logits: hard_sample(logits, noise[i])
+
+
+def mean_sampler():
+  return lambda i, logits: tf.sigmoid(logits)
+
+
+def relaxed_sampler(noise, temperature, muprop_relaxation):
+  return lambda i, logits: relaxed_sample(logits, noise[i], temperature,
+                                          muprop_relaxation)
+
+
+class SBNNetwork(tf.Module):
+  """Recognition network q and generative network p of reference section 3.
+
+  Args:
+    hparams: HParams (n_hidden, n_input, n_layer, nonlinear, task,
+      muprop_relaxation, sp_multilayer are read).
+    mean_xs: [D] per-pixel mean of the training rows.
+    generator: tf.random.Generator for the initial weights.
+  Attributes:
+    variables_in_order: model variables in creation order (prior, q_0..,
+      p_{L-1}..p_0; each W then b; tanh layers first).
+    q_variables / p_variables: the recognition / generative part.
+  """
+
+  def __init__(self, hparams, mean_xs, generator):
+    super().__init__(name='sbn')
+    self.hparams = hparams
+    n_hidden, n_layer = hparams.n_hidden, hparams.n_layer
+    n_input = hparams.n_input
+    self.conditional = hparams.task == 'sp'
+    mean_xs = np.asarray(mean_xs, np.float32)
+    self.mean_xs = tf.constant(mean_xs)
+    train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0)
+    if self.conditional:
+      half = n_input // 2
+      self.q_mean = tf.constant(mean_xs[:half])
+      self.train_bias = tf.constant(train_bias[half:].astype(np.float32))
+      n_q_in, n_out = half, n_input - half
+    else:
+      self.q_mean = tf.constant(mean_xs)
+      self.train_bias = tf.constant(train_bias.astype(np.float32))
+      n_q_in, n_out = n_input, n_input
+    # The original's `sp` generator has one stochastic layer (its errata).
+    self.multilayer_p = not self.conditional or hparams.sp_multilayer
+
+    make = lambda n_in, n_o, name: DeterministicMap(  # noqa: E731
+        n_in, n_o, n_hidden, hparams.nonlinear, generator, name)
+    self.prior = None
+    if self.multilayer_p:
+      self.prior = tf.Variable(tf.zeros([n_hidden]), name='prior')
+    self.q_layers = [make(n_q_in if i == 0 else n_hidden, n_hidden, 'q_%d' % i)
+                     for i in range(n_layer)]
+    if self.multilayer_p:
+      # p_i maps a_i to the logits of a_{i-1} (or of x for i = 0).
+      self.p_layers = {i: make(n_hidden, n_out if i == 0 else n_hidden,
+                               'p_%d' % i)
+                       for i in reversed(range(n_layer))}
+    else:
+      self.p_layers = {n_layer - 1: make(n_hidden, n_out, 'p_%d' % (n_layer - 1))}
+    self.q_variables = [v for layer in self.q_layers
+                        for v in layer.variables_in_order]
+    self.p_variables = ([self.prior] if self.prior is not None else []) + [
+        v for i in sorted(self.p_layers, reverse=True)
+        for v in self.p_layers[i].variables_in_order]
+    self.variables_in_order = (
+        ([self.prior] if self.prior is not None else []) + self.q_variables
+        + self.p_variables[1 if self.prior is not None else 0:])
+
+  @property
+  def n_layer(self):
+    return self.hparams.n_layer
+
+  def split(self, x):
+    """Returns (q's input x - mean_xs, the pixels p models)."""
+    if self.conditional:
+      half = self.hparams.n_input // 2
+      return x[:, :half] - self.q_mean, x[:, half:]
+    return x - self.q_mean, x
+
+  def sample_noise(self, generator, n_rows):
+    """One uniform tensor [B, H] per stochastic layer."""
+    return [generator.uniform([n_rows, self.hparams.n_hidden])
+            for _ in range(self.n_layer)]
+
+  def recognition(self, x, sampler, start=None, start_layer=0):
+    """Runs q from `start_layer` with `sampler` (hard below it, from `start`).
+
+    Args:
+      x: [B, D] data.
+      sampler: function (layer i, logits [B, H]) -> activation [B, H].
+      start: a Pass whose layers below `start_layer` (and the logits of
+        `start_layer` itself, whose input is the same) are reused. This is the
+        switch sampler: the hard pass below layer k, `sampler` from k on.
+      start_layer: first layer computed with `sampler`.
+    Returns:
+      (logits, activations, log_q) lists over layers.
+    """
+    if start_layer > 0:
+      logits = list(start.logits[:start_layer + 1])
+      activations = list(start.activations[:start_layer])
+      log_q = list(start.log_q[:start_layer])
+    else:
+      logits, activations, log_q = [], [], []
+    q_input = self.split(x)[0]
+    for i in range(start_layer, self.n_layer):
+      if i >= len(logits):
+        layer_input = q_input if i == 0 else 2.0 * activations[i - 1] - 1.0
+        logits.append(self.q_layers[i](layer_input))
+      activations.append(sampler(i, logits[i]))
+      log_q.append(bernoulli_log_prob(activations[i], logits[i]))
+    return logits, activations, log_q
+
+  def model_term(self, x, activations):
+    """m: log p(x | a_0) + Σ log p(a_{i-1} | a_i) + log p(a_{L-1}); [B].
+
+    For `sp` with the original's single-layer generator:
+    m = log p(x_bottom | a_{L-1}).
+    """
+    target = self.split(x)[1]
+    top = self.n_layer - 1
+    if not self.multilayer_p:
+      logits = self.p_layers[top](2.0 * activations[top] - 1.0)
+      return bernoulli_log_prob(target, logits + self.train_bias)
+    log_p = bernoulli_log_prob(activations[top], self.prior)
+    for i in reversed(range(self.n_layer)):
+      logits = self.p_layers[i](2.0 * activations[i] - 1.0)
+      if i == 0:
+        log_p += bernoulli_log_prob(target, logits + self.train_bias)
+      else:
+        log_p += bernoulli_log_prob(activations[i - 1], logits)
+    return log_p
+
+  def run_pass(self, x, sampler, start=None, start_layer=0):
+    """A full pass (recognition then generative); returns a Pass.
+
+    f = m - Σ_i log q_i, except for `sp` with the single-layer generator,
+    where f = m = log p(x_bottom | a_{L-1}) (reference section 3).
+    """
+    logits, activations, log_q = self.recognition(x, sampler, start,
+                                                  start_layer)
+    m = self.model_term(x, activations)
+    f = m if not self.multilayer_p else m - tf.add_n(log_q)
+    return Pass(logits, activations, log_q, m, f)
+
+  def hard_pass(self, x, noise):
+    return self.run_pass(x, hard_sampler(noise))
+
+  def mean_pass(self, x):
+    return self.run_pass(x, mean_sampler())

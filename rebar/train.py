@@ -1,0 +1,228 @@
+"""The training loop: epochs, printing, evaluation, checkpoints (reference 7).
+
+The loop runs blocks of training steps inside one compiled function; the
+per-step printed values and variance figures are accumulated in the graph, so
+the host only reads them once per epoch.
+"""
+
+import json
+import math
+import os
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+# Rows (images x samples) per evaluation call: bounds memory whatever the
+# sample count.
+EVAL_ROWS_PER_CALL = 10000
+# Importance samples per evaluation call; larger counts are taken in groups.
+EVAL_SAMPLE_GROUP = 100
+
+
+def steps_per_epoch(n_train, batch_size):
+  return -(-n_train // batch_size)
+
+
+def epoch_permutation(seed, epoch, n_train):
+  """The order of the training rows in `epoch`: a function of (seed, epoch)
+  alone, so that a resumed run walks the data exactly as the uninterrupted
+  run would."""
+  return np.random.RandomState([seed % (2 ** 32), epoch]).permutation(n_train)
+
+
+class Trainer(tf.Module):
+  """Holds the training data on the device and runs blocks of steps.
+
+  Args:
+    model: an SBNModel.
+    train: [n_train, D] float32 numpy array (0/1, or grey levels when
+      `dynamic_b`, which binarizes each batch afresh: x = 1[uniform < grey]).
+  """
+
+  def __init__(self, model, train):
+    super().__init__(name='trainer')
+    self.model = model
+    self.dynamic_b = model.hparams.dynamic_b
+    self.n_train = train.shape[0]
+    # Binary data is kept as uint8 (4x less memory); it is cast per batch.
+    if not self.dynamic_b and np.all((train == 0) | (train == 1)):
+      self.train_data = tf.constant(train.astype(np.uint8))
+    else:
+      self.train_data = tf.constant(train.astype(np.float32))
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    n_printed = len(model.printed_names)
+    self.acc_printed = tf.Variable(tf.zeros([n_printed]), trainable=False,
+                                   name='acc_printed')
+    self.acc_variance = tf.Variable(0.0, trainable=False, name='acc_variance')
+    self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                 name='acc_steps')
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  def run_block(self, batch_indices):
+    """Runs one training step per row of `batch_indices` [n_steps, batch]."""
+    for i in tf.range(tf.shape(batch_indices)[0]):
+      x = tf.cast(tf.gather(self.train_data, batch_indices[i]), tf.float32)
+      if self.dynamic_b:
+        x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
+                    tf.float32)
+      printed, variance = self.model.train_step(x)
+      self.acc_printed.assign_add(printed)
+      self.acc_variance.assign_add(variance)
+      self.acc_steps.assign_add(1)
+      self.step.assign_add(1)
+
+  def take_epoch_summary(self):
+    """Returns (mean printed values, log mean variance) and resets them."""
+    n = max(int(self.acc_steps.numpy()), 1)
+    values = self.acc_printed.numpy() / n
+    with np.errstate(divide='ignore'):
+      log_variance = float(np.log(self.acc_variance.numpy() / n))
+    self.acc_printed.assign(tf.zeros_like(self.acc_printed))
+    self.acc_variance.assign(0.0)
+    self.acc_steps.assign(0)
+    return values, log_variance
+
+
+def make_iw_bound_fn(model, n_input):
+  """Compiled model.iw_bound for EVAL_SAMPLE_GROUP samples per image."""
+  @tf.function(input_signature=[tf.TensorSpec([None, n_input], tf.float32)])
+  def iw_bound(x):
+    return model.iw_bound(x, EVAL_SAMPLE_GROUP)
+  return iw_bound
+
+
+def evaluate(iw_bound_fn, data, n_samples):
+  """Importance-weighted bound with `n_samples` per image, mean over images.
+
+  `n_samples` must be a multiple of EVAL_SAMPLE_GROUP; groups are combined
+  exactly: log(1/K Σ_k e^{f_k}) = logsumexp_g(bound_g) - log G.
+
+  Returns:
+    [mean bound, mean single-sample ELBO].
+  """
+  if n_samples % EVAL_SAMPLE_GROUP:
+    raise ValueError('eval samples must be a multiple of %d, got %d'
+                     % (EVAL_SAMPLE_GROUP, n_samples))
+  groups = n_samples // EVAL_SAMPLE_GROUP
+  chunk = max(1, EVAL_ROWS_PER_CALL // EVAL_SAMPLE_GROUP)
+  bounds, elbos = [], []
+  for start in range(0, data.shape[0], chunk):
+    x = tf.constant(data[start:start + chunk])
+    group_bounds, group_elbos = zip(*[
+        (b.numpy(), f.numpy()) for b, f in (iw_bound_fn(x)
+                                           for _ in range(groups))])
+    group_bounds = np.stack(group_bounds).astype(np.float64)
+    top = group_bounds.max(axis=0)
+    bounds.append(top + np.log(np.exp(group_bounds - top).sum(axis=0))
+                  - math.log(groups))
+    elbos.append(np.mean(group_elbos, axis=0))
+  return [float(np.mean(np.concatenate(bounds))),
+          float(np.mean(np.concatenate(elbos)))]
+
+
+class MetricsLog:
+  """`metrics.jsonl`: one JSON object per printed epoch line and evaluation."""
+
+  def __init__(self, path, resume_step):
+    self.path = path
+    # Lines written after the checkpoint we resume from are replayed, so drop
+    # them rather than record the same steps twice.
+    if os.path.exists(path):
+      with open(path) as f:
+        kept = [l for l in f if l.strip() and
+                json.loads(l)['step'] <= resume_step]
+      with open(path, 'w') as f:
+        f.writelines(kept)
+
+  def write(self, record):
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+
+def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
+          eval_samples=100, checkpoint_secs=300, block_size=100,
+          out=print):
+  """Trains until the step counter reaches `max_steps`.
+
+  Resumes from the last checkpoint in `run_dir` if there is one. Prints the
+  lines of reference section 7 with `out`; writes TensorBoard summaries and
+  metrics.jsonl in `run_dir`.
+  """
+  hparams = model.hparams
+  checkpoint = tf.train.Checkpoint(model=model, trainer=trainer)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(run_dir, 'checkpoints'), max_to_keep=2)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info('Resumed from %s at step %d', manager.latest_checkpoint,
+                 int(trainer.step.numpy()))
+  metrics = MetricsLog(os.path.join(run_dir, 'metrics.jsonl'),
+                       int(trainer.step.numpy()))
+  writer = tf.summary.create_file_writer(run_dir)
+  iw_bound_fn = make_iw_bound_fn(model, hparams.n_input)
+  spe = steps_per_epoch(trainer.n_train, hparams.batch_size)
+  bs = hparams.batch_size
+  start_time = time.time()
+  last_save = time.time()
+
+  def save():
+    manager.save(checkpoint_number=int(trainer.step.numpy()))
+
+  def report_epoch(step):
+    values, log_variance = trainer.take_epoch_summary()
+    out('Step %d: %s' % (step, values))
+    out('%s' % log_variance)
+    temperature = float(model.temperature().numpy())
+    with writer.as_default(step=step):
+      tf.summary.scalar('Train ELBO', values[0])
+      tf.summary.scalar('Temperature', temperature)
+      tf.summary.scalar('log grad variance', log_variance)
+    writer.flush()
+    metrics.write({'kind': 'train', 'step': step,
+                   'wall_s': round(time.time() - start_time, 3),
+                   'values': dict(zip(model.printed_names,
+                                      map(float, values))),
+                   'log_variance': log_variance,
+                   'temperature': temperature})
+
+  def run_eval(step):
+    for name, data in (('Valid', valid), ('Test', test)):
+      result = evaluate(iw_bound_fn, data, eval_samples)
+      out('%s %d: %s' % (name, step, np.array(result)))
+      metrics.write({'kind': name.lower(), 'step': step,
+                     'wall_s': round(time.time() - start_time, 3),
+                     'values': {'iw_bound': result[0], 'elbo': result[1]},
+                     'eval_samples': eval_samples})
+
+  try:
+    step = int(trainer.step.numpy())
+    while step < max_steps:
+      epoch, position = divmod(step, spe)
+      order = epoch_permutation(seed, epoch, trainer.n_train)
+      end = min(spe, position + max_steps - step)
+      while position < end:
+        n = min(block_size, end - position)
+        if (position + n) * bs > trainer.n_train:
+          n = max(1, trainer.n_train // bs - position)  # the short last batch
+        indices = order[position * bs:(position + n) * bs]
+        trainer.run_block(tf.constant(
+            indices.reshape(n, -1).astype(np.int32)))
+        position += n
+        if time.time() - last_save > checkpoint_secs:
+          save()
+          last_save = time.time()
+      step = int(trainer.step.numpy())
+      report_epoch(step)
+      if position == spe:
+        epoch = int(step / (trainer.n_train / bs))
+        if eval_freq > 0 and epoch % eval_freq == 0:
+          run_eval(step)
+  except KeyboardInterrupt:
+    logging.warning('Interrupted: saving a checkpoint at step %d',
+                    int(trainer.step.numpy()))
+    save()
+    raise
+  save()
+  return int(trainer.step.numpy())

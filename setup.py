@@ -1,0 +1,19 @@
+"""Installs the `rebar` library and the `rebar_train` / `download_data` commands."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name='rebar',
+    version='0.1.0',
+    description=('TensorFlow 2 reimplementation of REBAR (Tucker et al. 2017) '
+                 'and related gradient estimators for sigmoid belief networks'),
+    python_requires='>=3.9',
+    packages=find_packages(include=['rebar', 'rebar.*']),
+    py_modules=['rebar_train', 'download_data'],
+    install_requires=['tensorflow', 'numpy', 'scipy', 'absl-py', 'requests'],
+    extras_require={'tests': ['pytest']},
+    entry_points={'console_scripts': [
+        'rebar_train = rebar_train:run',
+        'download_data = download_data:run',
+    ]},
+)
