@@ -1,28 +1,131 @@
 """Gradient estimators as surrogate losses (reference section 6).
 
-Each function takes the passes a step computed and returns a surrogate loss
-whose gradient with respect to the model variables is the estimator, plus the
-values the model prints. Autodiff of the surrogate gives the estimate.
+Each function takes what a step computed (passes, baselines, etas) and returns
+surrogate losses: the gradient of a surrogate with respect to the model
+variables is the estimator, and the auxiliary losses train baselines and
+etas. Notation: f the hard pass's ELBO [B], Q = Σ_i log q_i [B], m the model
+term [B] (carries the exact gradient of the generative network), f~ / f~_v the
+ELBO of the relaxed / relaxed-conditional pass.
 """
 
 import tensorflow as tf
 
 from rebar.sbn import center
 
+sg = tf.stop_gradient
+
 
 def reinforce(hard):
   """REINFORCE with leave-one-out centering (reference 6.1).
 
-  loss = -mean(sg(center(f)) · Q + m), Q = Σ_i log q_i of the hard pass.
+  Returns:
+    (loss, rms_learning_signal): loss = -mean(sg(center(f)) · Q + m).
+  """
+  learning_signal = sg(center(hard.elbo))
+  loss = -tf.reduce_mean(learning_signal * tf.add_n(hard.log_q)
+                         + hard.model_term)
+  return loss, tf.sqrt(tf.reduce_mean(tf.square(learning_signal)))
+
+
+def nvil(hard, baseline):
+  """NVIL: an input-dependent baseline c(x) (reference 6.2).
 
   Args:
-    hard: the hard Pass, rows [B].
+    hard: the hard Pass.
+    baseline: c(x), [B].
   Returns:
-    (loss, printed): printed = [mean f, rms(center(f))].
+    (loss, baseline_loss): loss = -mean(sg(s) · Q + m) with s = sg(f) - c(x);
+    baseline_loss = mean(s²).
   """
-  learning_signal = tf.stop_gradient(center(hard.elbo))
-  log_q = tf.add_n(hard.log_q)
-  loss = -tf.reduce_mean(learning_signal * log_q + hard.model_term)
-  printed = tf.stack([tf.reduce_mean(hard.elbo),
-                      tf.sqrt(tf.reduce_mean(tf.square(learning_signal)))])
-  return loss, printed
+  s = sg(hard.elbo) - baseline
+  loss = -tf.reduce_mean(sg(s) * tf.add_n(hard.log_q) + hard.model_term)
+  return loss, tf.reduce_mean(tf.square(s))
+
+
+def simple_muprop(hard, mean_elbo, eta, baseline):
+  """MuProp's first-order baseline without its correction (reference 6.3).
+
+  Args:
+    mean_elbo: f_μ, the ELBO of the mean pass, [B].
+    eta: scalar η scale of f_μ.
+    baseline: c(x), [B].
+  Returns:
+    (loss, baseline_loss) with s = f - η f_μ - c(x).
+  """
+  s = hard.elbo - eta * mean_elbo - baseline
+  loss = -tf.reduce_mean(sg(s) * tf.add_n(hard.log_q) + hard.model_term)
+  return loss, tf.reduce_mean(tf.square(s))
+
+
+def muprop(hard, mean, mean_grads, etas0, etas1, baselines):
+  """MuProp (reference 6.4): per layer, a Taylor-expansion control variate
+  around the mean pass, with its analytic expectation added back.
+
+  Args:
+    hard: the hard Pass; mean: the mean Pass (activations μ_i).
+    mean_grads: g_i = ∂ Σ_rows f_μ / ∂ μ_i, [B, H] per layer (constants).
+    etas0, etas1: per-layer scalars η0_i (scale of f_μ), η1_i (of Δ_i).
+    baselines: per-layer c_i(x), [B].
+  Returns:
+    (loss, baseline_loss):
+      Δ_i = Σ_units g_i (b_i - μ_i),  M_i = Σ_units sg(g_i) σ(ℓ_i^hard),
+      s_i = f - η0_i f_μ - η1_i Δ_i - c_i(x),
+      loss = -mean(Σ_i [sg(s_i) log q_i + sg(η1_i) M_i] + m),
+      baseline_loss = mean(Σ_i s_i²).
+  """
+  score, baseline_loss = 0.0, 0.0
+  for i, g in enumerate(mean_grads):
+    g = sg(g)
+    delta = tf.reduce_sum(g * (hard.activations[i] - mean.activations[i]),
+                          axis=-1)
+    expectation = tf.reduce_sum(g * tf.sigmoid(hard.logits[i]), axis=-1)
+    s = hard.elbo - etas0[i] * mean.elbo - etas1[i] * delta - baselines[i]
+    score += sg(s) * hard.log_q[i] + sg(etas1[i]) * expectation
+    baseline_loss += tf.square(s)
+  loss = -tf.reduce_mean(score + hard.model_term)
+  return loss, tf.reduce_mean(baseline_loss)
+
+
+def gumbel(relaxed):
+  """Concrete / Gumbel-softmax (reference 6.5): loss = -mean(f~). Biased."""
+  return -tf.reduce_mean(relaxed.elbo)
+
+
+def rebar_reinforce_part(hard, baseline):
+  """F = -mean((sg(f) - c(x)) · Q + m), the REINFORCE part of REBAR (6.6).
+
+  c(x) is not stopped: the variance objective trains it through ∂F/∂θ.
+  """
+  return -tf.reduce_mean((sg(hard.elbo) - baseline) * tf.add_n(hard.log_q)
+                         + hard.model_term)
+
+
+def rebar_control_variate(terms):
+  """REBAR's control variate surrogates (reference 6.6).
+
+  Args:
+    terms: list of (log_q, f~, f~_v) triples, one per control-variate term:
+      one term with Q for `quadratic=false`, one per layer k with log q_k for
+      `quadratic=true`. Each is [B].
+  Returns:
+    (score, reparam): mean over rows of Σ sg(f~_v) · log_q and of
+    Σ (f~_v - f~). The control variate h = score + reparam; the gradient
+    applied is ∂F/∂θ + η ⊙ ∂mean(h)/∂θ. They are returned apart because
+    Dynamic REBAR's temperature gradient treats them differently (6.7).
+  """
+  score = tf.add_n([tf.reduce_mean(sg(f_v) * log_q)
+                    for log_q, _, f_v in terms])
+  reparam = tf.add_n([tf.reduce_mean(f_v - f) for _, f, f_v in terms])
+  return score, reparam
+
+
+def temperature_score_surrogate(terms, df_v_dt):
+  """Σ_k mean(sg(∂f~_v^k/∂t_row) · log q_k): its θ-gradient, times η, is the
+  score part r of ∂g/∂t that autodiff misses behind sg(f~_v) (6.7).
+
+  Args:
+    terms: as for rebar_control_variate.
+    df_v_dt: per term, ∂ Σ_rows f~_v^k / ∂ t_rows, [B, 1].
+  """
+  return tf.add_n([tf.reduce_mean(sg(d[:, 0]) * log_q)
+                   for (log_q, _, _), d in zip(terms, df_v_dt)])

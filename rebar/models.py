@@ -1,9 +1,13 @@
-"""Models: a network, an estimator and two Adams (reference sections 5-6).
+"""Models: a network, estimators and two Adams (reference sections 5-6).
 
 A model's `train_step(x)` (called inside a compiled function, never eagerly
-per example) draws the step's noise, runs the passes once, asks the estimator
-for a surrogate loss, applies the model gradient and the auxiliary gradient,
-and updates the gradient-variance tracker.
+per example) draws the step's noise, runs the hard pass once, lets each
+estimator add the passes it needs and compute its gradients, applies the
+model gradient and the auxiliary gradient, and updates the variance tracker.
+
+Estimator modules own their auxiliary variables (baselines, etas, the log
+temperature) and turn the surrogates of `rebar.estimators` into gradients;
+SBNTrackGradVariances runs five of them on one shared `Step`.
 """
 
 import math
@@ -11,26 +15,348 @@ import math
 import tensorflow as tf
 
 from rebar import estimators
+from rebar.networks import Dense
 from rebar.optim import Adam, GradVarianceTracker
-from rebar.sbn import SBNNetwork
+from rebar.sbn import SBNNetwork, conditional_noise, relaxed_sampler
 
 # How much faster the auxiliary parameters (baselines, etas, temperature)
 # learn than the model parameters (reference section 5).
 AUX_LEARNING_RATE_SCALE = 10.0
+BASELINE_HIDDEN = 100
+
+
+def eta_scale(w):
+  """η = 2 σ(w): a positive scale that starts at 1 for w = 0."""
+  return 2.0 * tf.sigmoid(w)
+
+
+class Step:
+  """What one training step's estimators share: the data, the noise, the
+  hard pass, and passes computed on demand once. Everything is recorded on
+  one persistent tape, so each estimator differentiates its own surrogates.
+
+  Args:
+    network: SBNNetwork.
+    x: [B, D] rows.
+    noise: list of L uniform tensors [B, H].
+  """
+
+  def __init__(self, network, x, noise):
+    self.network = network
+    self.x = x
+    self.noise = noise
+    self.tape = tf.GradientTape(persistent=True)
+    with self.tape:
+      self.hard = network.hard_pass(x, noise)
+    self._mean = None
+    self._conditional_noise = None
+    self._relaxed = {}
+
+  @property
+  def n_rows(self):
+    return tf.shape(self.x)[0]
+
+  def mean(self):
+    """The mean (MuProp) pass."""
+    if self._mean is None:
+      with self.tape:
+        self._mean = self.network.mean_pass(self.x)
+    return self._mean
+
+  def conditional_noise(self):
+    """v per layer, from the hard pass's logits (reference section 4)."""
+    if self._conditional_noise is None:
+      with self.tape:
+        self._conditional_noise = [
+            conditional_noise(logits, u)
+            for logits, u in zip(self.hard.logits, self.noise)]
+    return self._conditional_noise
+
+  def relaxed(self, temperature, key=None):
+    """The relaxed pass over all layers with noise u.
+
+    Passes with the same `key` (a fixed temperature) are computed once.
+    """
+    if key is not None and key in self._relaxed:
+      return self._relaxed[key]
+    with self.tape:
+      result = self.network.run_pass(self.x, relaxed_sampler(
+          self.noise, temperature, self.network.hparams.muprop_relaxation))
+    if key is not None:
+      self._relaxed[key] = result
+    return result
+
+  def rebar_terms(self, temperature, key=None):
+    """(log_q, f~, f~_v) per control-variate term (reference 6.6).
+
+    quadratic=false: one term, relaxed passes over all layers, log_q = Q.
+    quadratic=true: term k uses the switch sampler at layer k (hard below);
+      its relaxed-conditional pass uses v at every layer >= k (the original,
+      biased for L >= 2), or v at layer k and u above it (quadratic_fix).
+    """
+    hparams = self.network.hparams
+    v = self.conditional_noise()
+    relax = hparams.muprop_relaxation
+    if not hparams.quadratic:
+      relaxed = self.relaxed(temperature, key)
+      with self.tape:
+        relaxed_v = self.network.run_pass(
+            self.x, relaxed_sampler(v, temperature, relax))
+        log_q = tf.add_n(self.hard.log_q)
+      return [(log_q, relaxed.elbo, relaxed_v.elbo)]
+    terms = []
+    for k in range(self.network.n_layer):
+      if hparams.quadratic_fix:
+        noise_v = self.noise[:k] + [v[k]] + self.noise[k + 1:]
+      else:
+        noise_v = v
+      if k == 0:
+        relaxed = self.relaxed(temperature, key)
+      with self.tape:
+        if k > 0:
+          relaxed = self.network.run_pass(
+              self.x, relaxed_sampler(self.noise, temperature, relax),
+              start=self.hard, start_layer=k)
+        relaxed_v = self.network.run_pass(
+            self.x, relaxed_sampler(noise_v, temperature, relax),
+            start=self.hard, start_layer=k)
+      terms.append((self.hard.log_q[k], relaxed.elbo, relaxed_v.elbo))
+    return terms
+
+
+class Baseline(tf.Module):
+  """c(x): input x - mean_xs, dense 100 tanh, dense 1 linear; [B, D] -> [B]."""
+
+  def __init__(self, network, generator, name='baseline'):
+    super().__init__(name=name)
+    self.mean_xs = network.mean_xs
+    self.hidden = Dense(network.hparams.n_input, BASELINE_HIDDEN, generator,
+                        name + '/hidden')
+    self.output = Dense(BASELINE_HIDDEN, 1, generator, name + '/out')
+    self.variables_in_order = (self.hidden.variables_in_order
+                               + self.output.variables_in_order)
+
+  def __call__(self, x):
+    return self.output(tf.tanh(self.hidden(x - self.mean_xs)))[:, 0]
+
+
+class Estimator(tf.Module):
+  """An estimator with its auxiliary variables.
+
+  `estimate(step)` returns (model_grads, aux_grads, printed): gradients of
+  the loss aligned with `network.variables_in_order` and `aux_variables`,
+  and the printed values [len(printed_names)].
+  """
+
+  printed_names = ()
+
+  def __init__(self, network, generator, name):
+    super().__init__(name=name)
+    self.network = network
+    self.hparams = network.hparams
+    self.aux_variables = []
+
+  def temperature(self):
+    return tf.constant(self.hparams.temperature, tf.float32)
+
+  def model_gradient(self, step, target):
+    """∂target/∂θ for every model variable (zeros where unconnected)."""
+    return step.tape.gradient(
+        target, self.network.variables_in_order,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+class ReinforceEstimator(Estimator):
+  """SBN: REINFORCE with leave-one-out centering (6.1)."""
+
+  printed_names = ('elbo', 'rms_centered_elbo')
+
+  def estimate(self, step):
+    with step.tape:
+      loss, rms = estimators.reinforce(step.hard)
+    return (self.model_gradient(step, loss), [],
+            tf.stack([tf.reduce_mean(step.hard.elbo), rms]))
+
+
+class NVILEstimator(Estimator):
+  """NVIL (6.2)."""
+
+  printed_names = ('elbo',)
+
+  def __init__(self, network, generator, name='nvil'):
+    super().__init__(network, generator, name)
+    self.baseline = Baseline(network, generator, name + '_baseline')
+    self.aux_variables = self.baseline.variables_in_order
+
+  def estimate(self, step):
+    with step.tape:
+      loss, baseline_loss = estimators.nvil(step.hard, self.baseline(step.x))
+    return (self.model_gradient(step, loss),
+            step.tape.gradient(baseline_loss, self.aux_variables),
+            tf.stack([tf.reduce_mean(step.hard.elbo)]))
+
+
+class SimpleMuPropEstimator(Estimator):
+  """SimpleMuProp (6.3)."""
+
+  printed_names = ('elbo', 'mean_pass_elbo')
+
+  def __init__(self, network, generator, name='simple_muprop'):
+    super().__init__(network, generator, name)
+    self.baseline = Baseline(network, generator, name + '_baseline')
+    self.eta_w = tf.Variable(0.0, name=name + '_eta')
+    self.aux_variables = [self.eta_w] + self.baseline.variables_in_order
+
+  def estimate(self, step):
+    mean = step.mean()
+    with step.tape:
+      loss, baseline_loss = estimators.simple_muprop(
+          step.hard, mean.elbo, eta_scale(self.eta_w), self.baseline(step.x))
+    return (self.model_gradient(step, loss),
+            step.tape.gradient(baseline_loss, self.aux_variables),
+            tf.stack([tf.reduce_mean(step.hard.elbo),
+                      tf.reduce_mean(mean.elbo)]))
+
+
+class MuPropEstimator(Estimator):
+  """MuProp (6.4): per-layer η0_i, η1_i and baseline c_i(x)."""
+
+  printed_names = ('elbo', 'mean_pass_elbo')
+
+  def __init__(self, network, generator, name='muprop'):
+    super().__init__(network, generator, name)
+    n_layer = network.n_layer
+    self.eta0_w = [tf.Variable(0.0, name='%s_eta0_%d' % (name, i))
+                   for i in range(n_layer)]
+    self.eta1_w = [tf.Variable(0.0, name='%s_eta1_%d' % (name, i))
+                   for i in range(n_layer)]
+    self.baselines = [Baseline(network, generator, '%s_baseline_%d'
+                               % (name, i)) for i in range(n_layer)]
+    self.aux_variables = self.eta0_w + self.eta1_w + [
+        v for b in self.baselines for v in b.variables_in_order]
+
+  def estimate(self, step):
+    mean = step.mean()
+    with step.tape:
+      total = tf.reduce_sum(mean.elbo)
+    mean_grads = step.tape.gradient(total, mean.activations)
+    with step.tape:
+      loss, baseline_loss = estimators.muprop(
+          step.hard, mean, mean_grads,
+          [eta_scale(w) for w in self.eta0_w],
+          [eta_scale(w) for w in self.eta1_w],
+          [b(step.x) for b in self.baselines])
+    return (self.model_gradient(step, loss),
+            step.tape.gradient(baseline_loss, self.aux_variables),
+            tf.stack([tf.reduce_mean(step.hard.elbo),
+                      tf.reduce_mean(mean.elbo)]))
+
+
+class GumbelEstimator(Estimator):
+  """Concrete relaxation at the fixed temperature (6.5)."""
+
+  printed_names = ('elbo', 'relaxed_elbo')
+
+  def estimate(self, step):
+    relaxed = step.relaxed(self.hparams.temperature,
+                           key=self.hparams.temperature)
+    with step.tape:
+      loss = estimators.gumbel(relaxed)
+    return (self.model_gradient(step, loss), [],
+            tf.stack([tf.reduce_mean(step.hard.elbo),
+                      tf.reduce_mean(relaxed.elbo)]))
+
+
+class RebarEstimator(Estimator):
+  """REBAR (6.6), and Dynamic REBAR (6.7) with `dynamic=True`.
+
+  Auxiliary variables: the baseline c(x), one eta per model variable, and for
+  the dynamic form the log temperature t (λ = exp(t)). They minimise the
+  variance objective V = mean over all parameters of g².
+  """
+
+  def __init__(self, network, generator, dynamic=False, name='rebar'):
+    super().__init__(network, generator, name)
+    self.dynamic = dynamic
+    self.baseline = Baseline(network, generator, name + '_baseline')
+    self.eta_w = [tf.Variable(tf.zeros([]), name='%s_eta_%d' % (name, i))
+                  for i in range(len(network.variables_in_order))]
+    self.aux_variables = self.baseline.variables_in_order + self.eta_w
+    self.n_params = sum(int(tf.size(v)) for v in network.variables_in_order)
+    if dynamic:
+      self.log_temperature = tf.Variable(
+          math.log(self.hparams.temperature), name=name + '_log_temperature')
+      self.aux_variables = self.aux_variables + [self.log_temperature]
+    self.printed_names = (('elbo',) + (('temperature',) if dynamic else ())
+                          + tuple('eta_%d' % i for i in range(len(self.eta_w))))
+    # Filled by estimate() for SBNTrackGradVariances: ∂V/∂t.
+    self.last_temperature_gradient = None
+
+  def temperature(self):
+    if self.dynamic:
+      return tf.exp(self.log_temperature)
+    return super().temperature()
+
+  def _mean_over_params(self, a, b):
+    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)]) / self.n_params
+
+  def estimate(self, step):
+    aux_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
+    with aux_tape:
+      aux_tape.watch(self.aux_variables)
+      etas = [eta_scale(w) for w in self.eta_w]
+      with step.tape:
+        reinforce_part = estimators.rebar_reinforce_part(
+            step.hard, self.baseline(step.x))
+        if self.dynamic:
+          # One temperature per row, so each row's ∂f~_v/∂t can be taken.
+          t_rows = self.log_temperature * tf.ones([step.n_rows, 1])
+          temperature_rows = tf.exp(t_rows)
+      if self.dynamic:
+        terms = step.rebar_terms(temperature_rows)
+      else:
+        terms = step.rebar_terms(self.hparams.temperature,
+                                 key=self.hparams.temperature)
+      with step.tape:
+        score, reparam = estimators.rebar_control_variate(terms)
+      grad_f = self.model_gradient(step, reinforce_part)
+      grad_score = self.model_gradient(step, score)
+      grad_reparam = self.model_gradient(step, reparam)
+      grads = [g_f + eta * (g_s + g_r) for g_f, g_s, g_r, eta
+               in zip(grad_f, grad_score, grad_reparam, etas)]
+      variance = self._mean_over_params(grads, grads)
+      if self.dynamic:
+        with step.tape:
+          totals = [tf.reduce_sum(f_v) for _, _, f_v in terms]
+        df_v_dt = [step.tape.gradient(total, t_rows) for total in totals]
+        with step.tape:
+          score_t = estimators.temperature_score_surrogate(terms, df_v_dt)
+        r = [eta * g for eta, g
+             in zip(etas, self.model_gradient(step, score_t))]
+        r_part = 2.0 * self._mean_over_params(grads, r)
+        reparam_t = 2.0 * self._mean_over_params(
+            [tf.stop_gradient(g) for g in grads],
+            [eta * g for eta, g in zip(etas, grad_reparam)])
+    aux_grads = aux_tape.gradient(variance, self.aux_variables)
+    printed = [tf.reduce_mean(step.hard.elbo)]
+    if self.dynamic:
+      temperature_gradient = r_part + aux_tape.gradient(reparam_t,
+                                                        self.log_temperature)
+      aux_grads[-1] = temperature_gradient
+      self.last_temperature_gradient = temperature_gradient
+      printed.append(tf.exp(self.log_temperature))
+    del aux_tape
+    return grads, aux_grads, tf.stack(printed + etas)
 
 
 class SBNModel(tf.Module):
-  """Base of every model: the SBN network, optimizers and variance tracking.
-
-  Subclasses set `printed_names` and implement `estimate`.
+  """Base of every model: the SBN network, estimators, optimizers, tracking.
 
   Args:
     hparams: HParams.
     mean_xs: [D] per-pixel training mean.
-    seed: int seed of the initial weights and the noise generator.
+    seed: int seed of the initial weights and the noise generators.
   """
-
-  printed_names = ()
 
   def __init__(self, hparams, mean_xs, seed):
     super().__init__(name=hparams.model)
@@ -38,7 +364,8 @@ class SBNModel(tf.Module):
     init_generator = tf.random.Generator.from_seed(seed)
     self.network = SBNNetwork(hparams, mean_xs, init_generator)
     self.model_variables = self.network.variables_in_order
-    self.aux_variables = self.build_aux_variables(init_generator)
+    self.estimators = self.build_estimators(init_generator)
+    self.aux_variables = [v for e in self.estimators for v in e.aux_variables]
     # Separate streams so that evaluation does not shift training's noise.
     self.noise_generator = tf.random.Generator.from_seed(seed + 1)
     self.eval_generator = tf.random.Generator.from_seed(seed + 2)
@@ -49,40 +376,33 @@ class SBNModel(tf.Module):
         beta2=hparams.beta2, name='aux_adam')
     self.tracker = GradVarianceTracker(self.model_variables)
 
-  def build_aux_variables(self, generator):
-    """Creates the auxiliary variables (baselines, etas); returns the list."""
-    del generator
-    return []
+  def build_estimators(self, generator):
+    raise NotImplementedError
 
   @property
-  def rows_per_example(self):
-    return self.hparams.n_samples
+  def printed_names(self):
+    return self.estimators[0].printed_names
+
+  # Names of the variance figures train_step returns; one unnamed figure for
+  # every model but SBNTrackGradVariances.
+  variance_names = None
 
   def temperature(self):
     """The relaxation temperature now (for summaries)."""
-    return tf.constant(self.hparams.temperature, tf.float32)
+    return self.estimators[0].temperature()
 
   def estimate(self, x, noise):
-    """Returns (model_grads, aux_grads, printed) for one step.
-
-    Args:
-      x: [B, D] rows (examples already tiled n_samples times).
-      noise: list of L uniform tensors [B, H].
-    Returns:
-      model_grads aligned with `model_variables`, aux_grads aligned with
-      `aux_variables`, printed: [len(printed_names)] float32.
-    """
-    raise NotImplementedError
+    """(model_grads, aux_grads, printed) for rows x [B, D] and noise."""
+    return self.estimators[0].estimate(Step(self.network, x, noise))
 
   def train_step(self, x):
-    """One update on a batch [batch, D]; returns (printed, variance figure)."""
+    """One update on a batch [batch, D]; returns (printed, [variance])."""
     x = tf.tile(x, [self.hparams.n_samples, 1])
     noise = self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
     model_grads, aux_grads, printed = self.estimate(x, noise)
     self.model_optimizer.apply(model_grads)
     self.aux_optimizer.apply(aux_grads)
-    variance = self.tracker.update(model_grads)
-    return printed, variance
+    return printed, tf.stack([self.tracker.update(model_grads)])
 
   def iw_bound(self, x, n_samples):
     """Importance-weighted bound per image with `n_samples` hard samples.
@@ -104,24 +424,131 @@ class SBNModel(tf.Module):
 
 
 class SBN(SBNModel):
-  """REINFORCE with leave-one-out centering (reference 6.1)."""
+  """REINFORCE (6.1)."""
 
-  printed_names = ('elbo', 'rms_centered_elbo')
+  def build_estimators(self, generator):
+    return [ReinforceEstimator(self.network, generator, 'reinforce')]
+
+
+class SBNNVIL(SBNModel):
+  def build_estimators(self, generator):
+    return [NVILEstimator(self.network, generator)]
+
+
+class SBNSimpleMuProp(SBNModel):
+  def build_estimators(self, generator):
+    return [SimpleMuPropEstimator(self.network, generator)]
+
+
+class SBNMuProp(SBNModel):
+  def build_estimators(self, generator):
+    return [MuPropEstimator(self.network, generator)]
+
+
+class SBNGumbel(SBNModel):
+  def build_estimators(self, generator):
+    return [GumbelEstimator(self.network, generator, 'gumbel')]
+
+
+class SBNRebar(SBNModel):
+  def build_estimators(self, generator):
+    return [RebarEstimator(self.network, generator)]
+
+
+class SBNDynamicRebar(SBNModel):
+  def build_estimators(self, generator):
+    return [RebarEstimator(self.network, generator, dynamic=True,
+                           name='dynamic_rebar')]
+
+
+class SBNTrackGradVariances(SBNModel):
+  """Five estimators on one batch and one noise draw (6.8).
+
+  SimpleMuProp's gradient is applied to the model; every estimator's
+  auxiliary variables get their usual update. Per estimator k, EMAs of g_k
+  and g_k² (decay 0.999, from zero); with μ = mean_k ema(g_k), its variance
+  is mean(ema(g_k²) - μ²). Figures are read before this step's EMA update,
+  as the original's printed -inf after the first epoch shows.
+  """
+
+  ESTIMATOR_NAMES = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR',
+                     'REBAR')
+  APPLIED = 'SimpleMuProp'
+  variance_names = tuple(sorted(ESTIMATOR_NAMES))
+
+  def build_estimators(self, generator):
+    return [NVILEstimator(self.network, generator),
+            SimpleMuPropEstimator(self.network, generator),
+            MuPropEstimator(self.network, generator),
+            RebarEstimator(self.network, generator, dynamic=True,
+                           name='dynamic_rebar'),
+            RebarEstimator(self.network, generator)]
+
+  def __init__(self, hparams, mean_xs, seed):
+    super().__init__(hparams, mean_xs, seed)
+    self.trackers = [GradVarianceTracker(self.model_variables,
+                                         name='grad_variance_' + name)
+                     for name in self.ESTIMATOR_NAMES]
+
+  @property
+  def printed_names(self):
+    return (('elbo', 'temperature', 'temperature_gradient',
+             'temperature_gradient_squared')
+            + tuple('deviation_' + n for n in self.ESTIMATOR_NAMES)
+            + ('log_mean_squared_mean_gradient',))
+
+  def temperature(self):
+    return self.estimators[3].temperature()
 
   def estimate(self, x, noise):
-    with tf.GradientTape() as tape:
-      hard = self.network.hard_pass(x, noise)
-      loss, printed = estimators.reinforce(hard)
-    return tape.gradient(loss, self.model_variables), [], printed
+    """SimpleMuProp's (model_grads, aux_grads, printed): the applied one."""
+    results = self.estimate_all(x, noise)
+    return results[self.ESTIMATOR_NAMES.index(self.APPLIED)]
+
+  def estimate_all(self, x, noise):
+    step = Step(self.network, x, noise)
+    return [e.estimate(step) for e in self.estimators]
+
+  def train_step(self, x):
+    x = tf.tile(x, [self.hparams.n_samples, 1])
+    noise = self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
+    results = self.estimate_all(x, noise)
+    dynamic = self.estimators[3]
+    # Figures from the EMAs before this step's update.
+    emas = [[tf.identity(v) for v in t.ema_g] for t in self.trackers]
+    emas2 = [[tf.identity(v) for v in t.ema_g2] for t in self.trackers]
+    mean_ema = [tf.add_n(list(vs)) / len(emas) for vs in zip(*emas)]
+    size = float(self.tracker.size)
+
+    def mean_all(tensors):
+      return tf.add_n([tf.reduce_sum(t) for t in tensors]) / size
+
+    variances = tf.stack([
+        mean_all([g2 - tf.square(m) for g2, m in zip(e2, mean_ema)])
+        for e2 in emas2])
+    deviations = [mean_all([tf.square(g - m) for g, m in zip(e, mean_ema)])
+                  for e in emas]
+    log_mean_square = tf.math.log(mean_all([tf.square(m) for m in mean_ema]))
+    with tf.control_dependencies([variances, log_mean_square] + deviations):
+      for tracker, (model_grads, _, _) in zip(self.trackers, results):
+        tracker.update(model_grads)
+    applied = results[self.ESTIMATOR_NAMES.index(self.APPLIED)][0]
+    self.model_optimizer.apply(applied)
+    self.aux_optimizer.apply([g for _, aux, _ in results for g in aux])
+    temperature_gradient = dynamic.last_temperature_gradient
+    printed = tf.stack([
+        tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
+        temperature_gradient, tf.square(temperature_gradient)]
+                       + deviations + [log_mean_square])
+    order = [self.ESTIMATOR_NAMES.index(n) for n in self.variance_names]
+    return printed, tf.gather(variances, order)
 
 
-MODEL_CLASSES = {'SBN': SBN}
+MODEL_CLASSES = {cls.__name__: cls for cls in (
+    SBN, SBNNVIL, SBNSimpleMuProp, SBNMuProp, SBNGumbel, SBNRebar,
+    SBNDynamicRebar, SBNTrackGradVariances)}
 
 
 def build_model(hparams, mean_xs, seed):
   """Instantiates the model class named by `hparams.model`."""
-  if hparams.model not in MODEL_CLASSES:
-    raise NotImplementedError(
-        'model %s is not implemented yet; available: %s'
-        % (hparams.model, ', '.join(sorted(MODEL_CLASSES))))
   return MODEL_CLASSES[hparams.model](hparams, mean_xs, seed)

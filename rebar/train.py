@@ -55,7 +55,9 @@ class Trainer(tf.Module):
     n_printed = len(model.printed_names)
     self.acc_printed = tf.Variable(tf.zeros([n_printed]), trainable=False,
                                    name='acc_printed')
-    self.acc_variance = tf.Variable(0.0, trainable=False, name='acc_variance')
+    n_variances = len(model.variance_names or (None,))
+    self.acc_variance = tf.Variable(tf.zeros([n_variances]), trainable=False,
+                                    name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='acc_steps')
 
@@ -74,15 +76,15 @@ class Trainer(tf.Module):
       self.step.assign_add(1)
 
   def take_epoch_summary(self):
-    """Returns (mean printed values, log mean variance) and resets them."""
+    """Returns (mean printed values, log mean variances) and resets them."""
     n = max(int(self.acc_steps.numpy()), 1)
     values = self.acc_printed.numpy() / n
     with np.errstate(divide='ignore'):
-      log_variance = float(np.log(self.acc_variance.numpy() / n))
+      log_variances = np.log(self.acc_variance.numpy() / n)
     self.acc_printed.assign(tf.zeros_like(self.acc_printed))
-    self.acc_variance.assign(0.0)
+    self.acc_variance.assign(tf.zeros_like(self.acc_variance))
     self.acc_steps.assign(0)
-    return values, log_variance
+    return values, log_variances
 
 
 def make_iw_bound_fn(model, n_input):
@@ -171,14 +173,26 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
     manager.save(checkpoint_number=int(trainer.step.numpy()))
 
   def report_epoch(step):
-    values, log_variance = trainer.take_epoch_summary()
+    values, log_variances = trainer.take_epoch_summary()
     out('Step %d: %s' % (step, values))
-    out('%s' % log_variance)
+    if model.variance_names is None:
+      log_variance = float(log_variances[0])
+      out('%s' % log_variance)
+    else:
+      # The per-estimator mapping, sorted by name, as the original printed it.
+      log_variance = {name: float(v)
+                      for name, v in zip(model.variance_names, log_variances)}
+      for name in sorted(log_variance):
+        out('%s' % ((name, log_variance[name]),))
     temperature = float(model.temperature().numpy())
     with writer.as_default(step=step):
       tf.summary.scalar('Train ELBO', values[0])
       tf.summary.scalar('Temperature', temperature)
-      tf.summary.scalar('log grad variance', log_variance)
+      if isinstance(log_variance, dict):
+        for name, v in log_variance.items():
+          tf.summary.scalar('log grad variance/' + name, v)
+      else:
+        tf.summary.scalar('log grad variance', log_variance)
     writer.flush()
     metrics.write({'kind': 'train', 'step': step,
                    'wall_s': round(time.time() - start_time, 3),

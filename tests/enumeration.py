@@ -70,14 +70,17 @@ def exact_gradient(model, x):
                  model.model_variables).numpy().astype(np.float64)
 
 
-def sample_gradients(model, x, n_draws, estimate=None):
+def sample_gradients(model, x, n_draws, estimate=None, copies=1):
   """[n_draws, n_params] model gradients, each from one independent batch.
 
-  `estimate(x, noise) -> (model_grads, ...)` defaults to model.estimate on x
-  tiled n_samples times, exactly as train_step would call it.
+  Each batch holds `copies` copies of x, tiled n_samples times, exactly as
+  train_step would pass it; rows are independent given x, so a batch of many
+  copies is one estimate of the same expectation with a smaller variance
+  (leave-one-out centering stays unbiased at any batch size).
+  `estimate(x, noise) -> (model_grads, ...)` defaults to model.estimate.
   """
   estimate = estimate or model.estimate
-  x = tf.tile(tf.constant(x), [model.hparams.n_samples, 1])
+  x = tf.tile(tf.constant(x), [copies * model.hparams.n_samples, 1])
 
   @tf.function
   def draws():
@@ -91,13 +94,13 @@ def sample_gradients(model, x, n_draws, estimate=None):
   return draws().numpy().astype(np.float64)
 
 
-def bias_in_standard_errors(model, x, n_draws, estimate=None):
+def bias_in_standard_errors(model, x, n_draws, estimate=None, copies=1):
   """(mean - exact) / standard error per element, and the exact gradient.
 
   Elements whose estimate has no variance (e.g. exact gradients) get a
   float-rounding scale instead of a zero standard error.
   """
-  samples = sample_gradients(model, x, n_draws, estimate)
+  samples = sample_gradients(model, x, n_draws, estimate, copies)
   exact = exact_gradient(model, x)
   mean = samples.mean(axis=0)
   standard_error = samples.std(axis=0, ddof=1) / np.sqrt(n_draws)
