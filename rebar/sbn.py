@@ -136,18 +136,18 @@ class SBNNetwork(tf.Module):
       self.prior = tf.Variable(tf.zeros([n_hidden]), name='prior')
     self.q_layers = [make(n_q_in if i == 0 else n_hidden, n_hidden, 'q_%d' % i)
                      for i in range(n_layer)]
-    if self.multilayer_p:
-      # p_i maps a_i to the logits of a_{i-1} (or of x for i = 0).
-      self.p_layers = {i: make(n_hidden, n_out if i == 0 else n_hidden,
-                               'p_%d' % i)
-                       for i in reversed(range(n_layer))}
-    else:
-      self.p_layers = {n_layer - 1: make(n_hidden, n_out, 'p_%d' % (n_layer - 1))}
+    # p_layers[i] maps a_i to the logits of a_{i-1} (or of x for i = 0);
+    # created top-down. The single-layer `sp` generator has only the top one.
+    self.p_layers = [None] * n_layer
+    for i in reversed(range(n_layer)):
+      if self.multilayer_p or i == n_layer - 1:
+        self.p_layers[i] = make(n_hidden, n_hidden if i > 0 and self.multilayer_p
+                                else n_out, 'p_%d' % i)
     self.q_variables = [v for layer in self.q_layers
                         for v in layer.variables_in_order]
     self.p_variables = ([self.prior] if self.prior is not None else []) + [
-        v for i in sorted(self.p_layers, reverse=True)
-        for v in self.p_layers[i].variables_in_order]
+        v for layer in reversed(self.p_layers) if layer is not None
+        for v in layer.variables_in_order]
     self.variables_in_order = (
         ([self.prior] if self.prior is not None else []) + self.q_variables
         + self.p_variables[1 if self.prior is not None else 0:])

@@ -13,6 +13,7 @@ import time
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
 # sample count.
@@ -85,6 +86,20 @@ class Trainer(tf.Module):
     self.acc_variance.assign(tf.zeros_like(self.acc_variance))
     self.acc_steps.assign(0)
     return values, log_variances
+
+
+def _scalar_metadata():
+  # TensorBoard's scalar-plugin tag, written with core TF so that summaries
+  # need no tensorboard package (TensorFlow 2.21 does not install it).
+  metadata = summary_pb2.SummaryMetadata()
+  metadata.plugin_data.plugin_name = 'scalars'
+  return metadata.SerializeToString()
+
+
+def write_scalar(name, value, step):
+  """A scalar summary TensorBoard shows, at `step`, in the default writer."""
+  tf.summary.write(name, tf.constant(value, tf.float32), step=step,
+                   metadata=_scalar_metadata())
 
 
 def make_iw_bound_fn(model, n_input):
@@ -185,14 +200,14 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
       for name in sorted(log_variance):
         out('%s' % ((name, log_variance[name]),))
     temperature = float(model.temperature().numpy())
-    with writer.as_default(step=step):
-      tf.summary.scalar('Train ELBO', values[0])
-      tf.summary.scalar('Temperature', temperature)
+    with writer.as_default():
+      write_scalar('Train ELBO', values[0], step)
+      write_scalar('Temperature', temperature, step)
       if isinstance(log_variance, dict):
         for name, v in log_variance.items():
-          tf.summary.scalar('log grad variance/' + name, v)
+          write_scalar('log grad variance/' + name, v, step)
       else:
-        tf.summary.scalar('log grad variance', log_variance)
+        write_scalar('log grad variance', log_variance, step)
     writer.flush()
     metrics.write({'kind': 'train', 'step': step,
                    'wall_s': round(time.time() - start_time, 3),

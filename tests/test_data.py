@@ -557,19 +557,10 @@ def test_define_flags_twice():
 # ------------------------------------------------- the real files
 
 
-@pytest.fixture(scope='module')
-def mirror_dir(tmp_path_factory):
-  """binarized_mnist and mnist downloaded from the mirror, once."""
-  if not all((MIRROR / f).is_file() for f in MIRROR_FILES):
-    pytest.skip(f'the offline dataset mirror is absent at {MIRROR}')
-  data_dir = tmp_path_factory.mktemp('mirror_data')
-  urls = {'mnist_binarized_url': (MIRROR / 'binarized_mnist').as_uri(),
-          'mnist_url': (MIRROR / 'mnist').as_uri(),
-          'omniglot_url': 'unused'}
-  results = data.download(['binarized_mnist', 'mnist'], data_dir, urls,
-                          progress=False)
-  assert results == {'binarized_mnist': None, 'mnist': None}
-  return data_dir
+@pytest.fixture
+def mirror_dir(mirror_data_dir):
+  """binarized_mnist and mnist downloaded from the mirror (conftest)."""
+  return mirror_data_dir
 
 
 @needs_mirror

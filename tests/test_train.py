@@ -1,0 +1,171 @@
+"""The training loop and script: epochs and printing, real-data training,
+resumption, determinism, evaluation and user errors."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rebar import data
+from rebar import models
+from rebar import train as training
+from rebar.hparams import parse_hparams
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make_trainer(text, train, seed=0):
+  hparams = parse_hparams(text)
+  model = models.build_model(hparams, train.mean(axis=0), seed)
+  return model, training.Trainer(model, train)
+
+
+def test_epochs_and_max_steps_print_the_reference_lines(tmp_path):
+  """100 rows in batches of 24: 5 steps an epoch (the last batch has 4 rows);
+  an epoch cut short by max_steps prints its line over the steps it ran."""
+  rng = np.random.RandomState(0)
+  train = (rng.rand(100, 784) < 0.3).astype(np.float32)
+  valid = train[:7]
+  for max_steps, expected_steps in ((5, [5]), (10, [5, 10]), (7, [5, 7])):
+    model, trainer = make_trainer('model=SBN', train)
+    lines = []
+    training.train(model, trainer, valid, valid, str(tmp_path / str(max_steps)),
+                   seed=1, max_steps=max_steps, eval_freq=1,
+                   out=lines.append)
+    steps = [int(l.split()[1][:-1]) for l in lines if l.startswith('Step ')]
+    assert steps == expected_steps
+    # Each epoch line is followed by the log variance, a float.
+    for i, line in enumerate(lines):
+      if line.startswith('Step '):
+        float(lines[i + 1])
+    # Evaluation after each complete epoch (eval_freq=1), bound first.
+    evals = [l for l in lines if l.startswith(('Valid', 'Test'))]
+    assert len(evals) == 2 * (max_steps // 5)
+    records = [json.loads(l) for l in
+               open(tmp_path / str(max_steps) / 'metrics.jsonl')]
+    assert [r['step'] for r in records if r['kind'] == 'train'] == steps
+    assert int(trainer.step.numpy()) == max_steps
+
+
+def test_last_short_batch_uses_every_row_once():
+  order = training.epoch_permutation(3, 0, 100)
+  assert sorted(order) == list(range(100))
+  assert not np.array_equal(order, training.epoch_permutation(3, 1, 100))
+  assert training.steps_per_epoch(50000, 24) == 2084
+
+
+def test_evaluate_combines_sample_groups_exactly():
+  """Groups of 100 samples combine into the bound of all samples."""
+  rng = np.random.RandomState(0)
+  f = rng.normal(-100, 5, size=(3, 300, 4))  # calls x samples x images
+  calls = iter(range(3))
+
+  def fake_iw_bound(x):
+    k = next(calls)
+    bound = np.log(np.mean(np.exp(f[k] + 100), axis=0)) - 100
+    return tf.constant(bound), tf.constant(f[k].mean(axis=0))
+
+  data_ = np.zeros((4, 784), np.float32)
+  original = training.EVAL_SAMPLE_GROUP
+  bound, elbo = training.evaluate(fake_iw_bound, data_, 300)
+  assert original == 100
+  all_samples = np.concatenate(list(f), axis=0)  # [900, 4]
+  expected = np.mean(np.log(np.mean(np.exp(all_samples + 100), axis=0)) - 100)
+  assert bound == pytest.approx(expected, abs=1e-9)
+  assert elbo == pytest.approx(all_samples.mean(), abs=1e-9)
+
+
+def test_iw_bound_is_at_least_the_elbo():
+  rng = np.random.RandomState(0)
+  train = (rng.rand(50, 784) < 0.3).astype(np.float32)
+  model, _ = make_trainer('model=SBN,n_layer=2', train)
+  fn = training.make_iw_bound_fn(model, 784)
+  bound, elbo = training.evaluate(fn, train[:20], 100)
+  assert np.isfinite(bound) and bound > elbo
+
+
+def test_200_steps_on_real_mnist_raise_the_elbo(mirror_data_dir):
+  hparams = parse_hparams('model=SBN,learning_rate=0.001')
+  train, valid, _ = data.load_data(hparams, mirror_data_dir)
+  model, trainer = make_trainer('model=SBN,learning_rate=0.001', train)
+  order = training.epoch_permutation(0, 0, train.shape[0])[:200 * 24]
+  means = []
+  for block in order.reshape(2, 100, 24):
+    trainer.run_block(tf.constant(block.astype(np.int32)))
+    values, log_variance = trainer.take_epoch_summary()
+    assert np.all(np.isfinite(values)) and np.all(np.isfinite(log_variance))
+    means.append(values[0])
+  assert int(trainer.step.numpy()) == 200
+  # The initial ELBO is about -540; 100 steps of Adam gain tens of nats.
+  assert means[1] > means[0] + 10, means
+
+
+def run_script(*args, check=True):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run([sys.executable, str(REPO / 'rebar_train.py')]
+                          + list(args), capture_output=True, text=True,
+                          env=env, cwd=str(REPO), timeout=600)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def load_checkpoint(working_dir):
+  (run_dir,) = pathlib.Path(working_dir).iterdir()
+  reader = tf.train.load_checkpoint(str(run_dir / 'checkpoints'))
+  dtypes = reader.get_variable_to_dtype_map()
+  return {k: reader.get_tensor(k) for k in dtypes
+          if dtypes[k] != tf.string and not k.startswith('save_counter')}
+
+
+def test_resume_and_determinism(mirror_data_dir, tmp_path):
+  """Same seed, same printed values; a run stopped at step 150 and resumed
+  ends at step 300 in exactly the state of an uninterrupted run."""
+  common = ['--hparams=model=SBNRebar,n_layer=2', '--seed=7',
+            '--eval_freq=0', '--data_dir=%s' % mirror_data_dir,
+            '--download=false']
+  whole = run_script(*common, '--working_dir=%s' % (tmp_path / 'a'),
+                     '--max_steps=300')
+  again = run_script(*common, '--working_dir=%s' % (tmp_path / 'b'),
+                     '--max_steps=300')
+  assert whole.stdout.startswith('Step 300: [')
+  assert whole.stdout == again.stdout
+  first = run_script(*common, '--working_dir=%s' % (tmp_path / 'c'),
+                     '--max_steps=150')
+  second = run_script(*common, '--working_dir=%s' % (tmp_path / 'c'),
+                      '--max_steps=300')
+  assert first.stdout.startswith('Step 150: [')
+  assert second.stdout.startswith('Step 300: [')
+  assert 'Resumed from' in second.stderr
+  whole_state = load_checkpoint(tmp_path / 'a')
+  resumed_state = load_checkpoint(tmp_path / 'c')
+  assert set(whole_state) == set(resumed_state)
+  for name, value in whole_state.items():
+    np.testing.assert_array_equal(value, resumed_state[name], err_msg=name)
+  (run_dir,) = (tmp_path / 'c').iterdir()
+  assert json.load(open(run_dir / 'hparams.json'))['n_layer'] == 2
+  steps = [json.loads(l)['step'] for l in open(run_dir / 'metrics.jsonl')]
+  assert steps == [150, 300]
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(run_dir))
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--hparams=model=SBNFoo'], 'unknown model'),
+    (['--hparams=n_layer=x'], 'takes an int'),
+    (['--eval_samples=150'], 'multiple of 100'),
+    (['--working_dir=/proc/forbidden'], '--working_dir'),
+    (['--download=false', '--data_dir=/tmp/rebar_test_no_data_here'],
+     'download_data.py'),
+])
+def test_user_errors_end_with_one_clear_line(args, fragment):
+  result = run_script('--max_steps=1', '--working_dir=/tmp/rebar_test_errors',
+                      *args, check=False)
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert fragment in last, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
