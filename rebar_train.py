@@ -71,6 +71,13 @@ def main(argv):
   if FLAGS.eval_samples <= 0 or FLAGS.eval_samples % 100:
     fail('--eval_samples must be a positive multiple of 100, got %d'
          % FLAGS.eval_samples)
+  if (hparams.model in ('SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances')
+      and hparams.quadratic and not hparams.quadratic_fix
+      and hparams.n_layer >= 2):
+    logging.warning('quadratic=true with n_layer=%d uses the original\'s '
+                    'biased REBAR control variate (q layers above the first); '
+                    'add quadratic_fix=true for the unbiased form.',
+                    hparams.n_layer)
   run_dir = os.path.join(FLAGS.working_dir, hparams.run_name())
   try:
     os.makedirs(run_dir, exist_ok=True)
