@@ -37,6 +37,15 @@ flags.DEFINE_bool('download', True,
                   'Download missing data (from the URL flags).')
 flags.DEFINE_integer('checkpoint_secs', 300,
                      'Seconds between checkpoints (also saved at exit).')
+flags.DEFINE_bool('final_eval', False,
+                  'Also evaluate when training ends (if the last epoch did '
+                  'not).')
+flags.DEFINE_integer('eval_images', 0,
+                     'Evaluate on the first N validation and test images '
+                     '(0: all, as the original).')
+flags.DEFINE_integer('threads', 0,
+                     'TensorFlow intra-op threads (0: TensorFlow\'s default, '
+                     'all cores). Set it when runs share a machine.')
 data.define_flags()
 
 
@@ -68,6 +77,9 @@ def main(argv):
     hparams = parse_hparams(FLAGS.hparams)
   except HParamsError as e:
     fail('--hparams: %s' % e)
+  if FLAGS.eval_images < 0:
+    fail('--eval_images must be 0 (all) or positive, got %d'
+         % FLAGS.eval_images)
   if FLAGS.eval_samples <= 0 or FLAGS.eval_samples % 100:
     fail('--eval_samples must be a positive multiple of 100, got %d'
          % FLAGS.eval_samples)
@@ -101,6 +113,9 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rebar import models  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top
+  if FLAGS.threads > 0:
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
   tf.random.set_seed(seed)
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)
@@ -108,6 +123,8 @@ def main(argv):
     model = models.build_model(hparams, train.mean(axis=0), seed)
   except NotImplementedError as e:
     fail(str(e))
+  if FLAGS.eval_images > 0:
+    valid, test = valid[:FLAGS.eval_images], test[:FLAGS.eval_images]
   trainer = training.Trainer(model, train)
   del train  # the trainer holds its own (compact) copy
   try:
@@ -115,6 +132,7 @@ def main(argv):
                    FLAGS.max_steps, FLAGS.eval_freq,
                    eval_samples=FLAGS.eval_samples,
                    checkpoint_secs=FLAGS.checkpoint_secs,
+                   final_eval=FLAGS.final_eval,
                    out=lambda line: print(line, flush=True))
   except KeyboardInterrupt:
     sys.stderr.write('Interrupted; checkpoint saved in %s\n' % run_dir)

@@ -160,8 +160,12 @@ class MetricsLog:
 
 def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
           eval_samples=100, checkpoint_secs=300, block_size=100,
-          out=print):
+          final_eval=False, out=print):
   """Trains until the step counter reaches `max_steps`.
+
+  With `final_eval`, also evaluates once training ends, unless the last
+  epoch's scheduled evaluation already ran at that step. On reaching
+  `max_steps`, writes `finished.json` ({"step": ...}) in `run_dir`.
 
   Resumes from the last checkpoint in `run_dir` if there is one. Prints the
   lines of reference section 7 with `out`; writes TensorBoard summaries and
@@ -225,6 +229,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
                      'values': {'iw_bound': result[0], 'elbo': result[1]},
                      'eval_samples': eval_samples})
 
+  last_eval = None
   try:
     step = int(trainer.step.numpy())
     while step < max_steps:
@@ -248,10 +253,17 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
         epoch = int(step / (trainer.n_train / bs))
         if eval_freq > 0 and epoch % eval_freq == 0:
           run_eval(step)
+          last_eval = step
+    if final_eval and last_eval != step:
+      run_eval(step)
   except KeyboardInterrupt:
     logging.warning('Interrupted: saving a checkpoint at step %d',
                     int(trainer.step.numpy()))
     save()
     raise
   save()
-  return int(trainer.step.numpy())
+  step = int(trainer.step.numpy())
+  if step >= max_steps:
+    with open(os.path.join(run_dir, 'finished.json'), 'w') as f:
+      json.dump({'step': step}, f)
+  return step
