@@ -44,8 +44,10 @@ flags.DEFINE_integer('eval_images', 0,
                      'Evaluate on the first N validation and test images '
                      '(0: all, as the original).')
 flags.DEFINE_integer('threads', 0,
-                     'TensorFlow intra-op threads (0: TensorFlow\'s default, '
-                     'all cores). Set it when runs share a machine.')
+                     'TensorFlow intra- and inter-op threads (0: one per '
+                     'core). Set it when runs share a machine.')
+flags.DEFINE_bool('xla', True,
+                  'Compile the training steps with XLA (same math, faster).')
 data.define_flags()
 
 
@@ -113,9 +115,11 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rebar import models  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top
-  if FLAGS.threads > 0:
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+  # Explicit pools: with TensorFlow's defaults XLA step times on 2 cores
+  # varied by 2x from block to block (README, Speed).
+  threads = FLAGS.threads or os.cpu_count() or 1
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  tf.config.threading.set_inter_op_parallelism_threads(threads)
   tf.random.set_seed(seed)
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)
@@ -125,7 +129,7 @@ def main(argv):
     fail(str(e))
   if FLAGS.eval_images > 0:
     valid, test = valid[:FLAGS.eval_images], test[:FLAGS.eval_images]
-  trainer = training.Trainer(model, train)
+  trainer = training.Trainer(model, train, jit_compile=FLAGS.xla)
   del train  # the trainer holds its own (compact) copy
   try:
     training.train(model, trainer, valid, test, run_dir, seed,

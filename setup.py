@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=['rebar', 'rebar.*']),
     py_modules=['rebar_train', 'download_data'],
     install_requires=['tensorflow', 'numpy', 'scipy', 'absl-py', 'requests'],
-    extras_require={'tests': ['pytest']},
+    extras_require={'tests': ['pytest'], 'plots': ['matplotlib']},
     entry_points={'console_scripts': [
         'rebar_train = rebar_train:run',
         'download_data = download_data:run',

@@ -297,6 +297,23 @@ class RebarEstimator(Estimator):
       return tf.exp(self.log_temperature)
     return super().temperature()
 
+  def recognition_gradient(self, step, target):
+    """∂target/∂θ for the recognition variables; exact zeros for p's.
+
+    The control-variate surrogates have no generative gradient: f~ and f~_v
+    agree in value, so their gradients for p's variables cancel in exact
+    arithmetic. Taking them as zero, rather than as the difference of two
+    rounded computations (which XLA's fusions need not make bit-identical,
+    and which Adam would amplify), keeps the generative etas at exactly 1 and
+    skips p's weight gradients.
+    """
+    grads = step.tape.gradient(
+        target, self.network.q_variables,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    by_variable = {v.ref(): g for v, g in zip(self.network.q_variables, grads)}
+    return [by_variable.get(v.ref(), tf.zeros_like(v))
+            for v in self.network.variables_in_order]
+
   def _mean_over_params(self, a, b):
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)]) / self.n_params
 
@@ -320,8 +337,8 @@ class RebarEstimator(Estimator):
       with step.tape:
         score, reparam = estimators.rebar_control_variate(terms)
       grad_f = self.model_gradient(step, reinforce_part)
-      grad_score = self.model_gradient(step, score)
-      grad_reparam = self.model_gradient(step, reparam)
+      grad_score = self.recognition_gradient(step, score)
+      grad_reparam = self.recognition_gradient(step, reparam)
       grads = [g_f + eta * (g_s + g_r) for g_f, g_s, g_r, eta
                in zip(grad_f, grad_score, grad_reparam, etas)]
       variance = self._mean_over_params(grads, grads)
@@ -332,7 +349,7 @@ class RebarEstimator(Estimator):
         with step.tape:
           score_t = estimators.temperature_score_surrogate(terms, df_v_dt)
         r = [eta * g for eta, g
-             in zip(etas, self.model_gradient(step, score_t))]
+             in zip(etas, self.recognition_gradient(step, score_t))]
         r_part = 2.0 * self._mean_over_params(grads, r)
         reparam_t = 2.0 * self._mean_over_params(
             [tf.stop_gradient(g) for g in grads],
@@ -418,7 +435,10 @@ class SBNModel(tf.Module):
     n = tf.shape(x)[0]
     rows = tf.tile(x, [n_samples, 1])
     noise = self.network.sample_noise(self.eval_generator, tf.shape(rows)[0])
-    f = tf.reshape(self.network.hard_pass(rows, noise).elbo, [n_samples, n])
+    # Layer 0's logits depend on the image only: one matmul per image.
+    first_logits = tf.tile(self.network.first_logits(x), [n_samples, 1])
+    f = tf.reshape(self.network.hard_pass(rows, noise, first_logits).elbo,
+                   [n_samples, n])
     return (tf.reduce_logsumexp(f, axis=0) - math.log(n_samples),
             tf.reduce_mean(f, axis=0))
 

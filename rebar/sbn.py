@@ -28,12 +28,13 @@ def safe_log(t):
 
 
 def bernoulli_log_prob(a, logits):
-  """Σ_units a log σ(ℓ) + (1 - a) log(1 - σ(ℓ)), stably; [B, n] -> [B].
+  """Σ_units a log σ(ℓ) + (1 - a) log(1 - σ(ℓ)); [B, n] -> [B].
 
-  Also used for relaxed activations a in (0, 1), as the original does.
+  Written as Σ a ℓ - softplus(ℓ) (log σ(ℓ) = ℓ - softplus(ℓ)): the same value,
+  stable, with one transcendental per unit instead of two. Also used for
+  relaxed activations a in (0, 1), as the original does.
   """
-  return tf.reduce_sum(-a * tf.nn.softplus(-logits)
-                       - (1.0 - a) * tf.nn.softplus(logits), axis=-1)
+  return tf.reduce_sum(a * logits - tf.nn.softplus(logits), axis=-1)
 
 
 def logistic_sample(logits, u):
@@ -61,8 +62,8 @@ def conditional_noise(logits, u):
   """Noise `v` equal to u in value whose gradient w.r.t. ℓ is that of z | b.
 
   With u' = σ(-ℓ) (so b = 1 iff u > u'), v rescales u into the part of (0, 1)
-  that is consistent with b, written as a function of ℓ; adding sg(u - v)
-  restores u's value exactly (reference section 4).
+  that is consistent with b, written as a function of ℓ; u + (v - sg(v))
+  has u's value and v's gradient (reference section 4).
   """
   u_prime = tf.sigmoid(-logits)
   v_one = (tf.stop_gradient(tf.clip_by_value(
@@ -71,7 +72,11 @@ def conditional_noise(logits, u):
   v_zero = tf.stop_gradient(tf.clip_by_value(
       u / tf.clip_by_value(u_prime, 1e-8, 1.0), 0.0, 1.0)) * u_prime
   v = tf.where(u > u_prime, v_one, v_zero)
-  return v + tf.stop_gradient(u - v)
+  # The original's v + sg(u - v), arranged so that the value is u exactly
+  # (v - v is exactly 0; u - v then + v may differ from u in the last bit).
+  # Passes with v and with u then agree bit for bit, which keeps the etas of
+  # generative variables at exactly 1 (reference 6.6).
+  return u + (v - tf.stop_gradient(v))
 
 
 def center(f):
@@ -168,7 +173,8 @@ class SBNNetwork(tf.Module):
     return [generator.uniform([n_rows, self.hparams.n_hidden])
             for _ in range(self.n_layer)]
 
-  def recognition(self, x, sampler, start=None, start_layer=0):
+  def recognition(self, x, sampler, start=None, start_layer=0,
+                  first_logits=None):
     """Runs q from `start_layer` with `sampler` (hard below it, from `start`).
 
     Args:
@@ -178,6 +184,8 @@ class SBNNetwork(tf.Module):
         `start_layer` itself, whose input is the same) are reused. This is the
         switch sampler: the hard pass below layer k, `sampler` from k on.
       start_layer: first layer computed with `sampler`.
+      first_logits: precomputed logits of layer 0 [B, H] (with start_layer
+        0), e.g. computed once per image for many samples of it.
     Returns:
       (logits, activations, log_q) lists over layers.
     """
@@ -186,7 +194,8 @@ class SBNNetwork(tf.Module):
       activations = list(start.activations[:start_layer])
       log_q = list(start.log_q[:start_layer])
     else:
-      logits, activations, log_q = [], [], []
+      logits = [] if first_logits is None else [first_logits]
+      activations, log_q = [], []
     q_input = self.split(x)[0]
     for i in range(start_layer, self.n_layer):
       if i >= len(logits):
@@ -216,20 +225,25 @@ class SBNNetwork(tf.Module):
         log_p += bernoulli_log_prob(activations[i - 1], logits)
     return log_p
 
-  def run_pass(self, x, sampler, start=None, start_layer=0):
+  def run_pass(self, x, sampler, start=None, start_layer=0,
+               first_logits=None):
     """A full pass (recognition then generative); returns a Pass.
 
     f = m - Σ_i log q_i, except for `sp` with the single-layer generator,
     where f = m = log p(x_bottom | a_{L-1}) (reference section 3).
     """
     logits, activations, log_q = self.recognition(x, sampler, start,
-                                                  start_layer)
+                                                  start_layer, first_logits)
     m = self.model_term(x, activations)
     f = m if not self.multilayer_p else m - tf.add_n(log_q)
     return Pass(logits, activations, log_q, m, f)
 
-  def hard_pass(self, x, noise):
-    return self.run_pass(x, hard_sampler(noise))
+  def hard_pass(self, x, noise, first_logits=None):
+    return self.run_pass(x, hard_sampler(noise), first_logits=first_logits)
+
+  def first_logits(self, x):
+    """Logits of recognition layer 0 for rows x [n, D]: [n, H]."""
+    return self.q_layers[0](self.split(x)[0])
 
   def mean_pass(self, x):
     return self.run_pass(x, mean_sampler())

@@ -40,13 +40,17 @@ class Trainer(tf.Module):
     model: an SBNModel.
     train: [n_train, D] float32 numpy array (0/1, or grey levels when
       `dynamic_b`, which binarizes each batch afresh: x = 1[uniform < grey]).
+    block_size: training steps per compiled call.
+    jit_compile: compile the block with XLA (fuses the many small ops of a
+      step; see README, Speed).
   """
 
-  def __init__(self, model, train):
+  def __init__(self, model, train, block_size=100, jit_compile=True):
     super().__init__(name='trainer')
     self.model = model
     self.dynamic_b = model.hparams.dynamic_b
     self.n_train = train.shape[0]
+    self.block_size = block_size
     # Binary data is kept as uint8 (4x less memory); it is cast per batch.
     if not self.dynamic_b and np.all((train == 0) | (train == 1)):
       self.train_data = tf.constant(train.astype(np.uint8))
@@ -61,11 +65,14 @@ class Trainer(tf.Module):
                                     name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='acc_steps')
+    self._compiled_steps = tf.function(
+        self._steps, jit_compile=jit_compile, input_signature=[
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32)])
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
-  def run_block(self, batch_indices):
-    """Runs one training step per row of `batch_indices` [n_steps, batch]."""
-    for i in tf.range(tf.shape(batch_indices)[0]):
+  def _steps(self, batch_indices, n_steps):
+    """Runs training steps on rows batch_indices[i], i < n_steps."""
+    for i in tf.range(n_steps):
       x = tf.cast(tf.gather(self.train_data, batch_indices[i]), tf.float32)
       if self.dynamic_b:
         x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
@@ -75,6 +82,20 @@ class Trainer(tf.Module):
       self.acc_variance.assign_add(variance)
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
+
+  def run_block(self, batch_indices):
+    """One training step per row of `batch_indices` [n_steps, batch].
+
+    Rows are sent in blocks padded to `block_size`, so that each batch size
+    is compiled once whatever the number of steps.
+    """
+    batch_indices = np.asarray(batch_indices, np.int32)
+    for start in range(0, batch_indices.shape[0], self.block_size):
+      chunk = batch_indices[start:start + self.block_size]
+      n_steps = chunk.shape[0]
+      padded = np.zeros((self.block_size, chunk.shape[1]), np.int32)
+      padded[:n_steps] = chunk
+      self._compiled_steps(tf.constant(padded), tf.constant(n_steps))
 
   def take_epoch_summary(self):
     """Returns (mean printed values, log mean variances) and resets them."""
@@ -241,8 +262,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
         if (position + n) * bs > trainer.n_train:
           n = max(1, trainer.n_train // bs - position)  # the short last batch
         indices = order[position * bs:(position + n) * bs]
-        trainer.run_block(tf.constant(
-            indices.reshape(n, -1).astype(np.int32)))
+        trainer.run_block(indices.reshape(n, -1))
         position += n
         if time.time() - last_save > checkpoint_secs:
           save()

@@ -206,7 +206,7 @@ def test_generative_etas_stay_one_recognition_etas_move(mnist, model_name):
   model = models.build_model(hparams, train.mean(axis=0), 0)
   trainer = training.Trainer(model, train)
   order = training.epoch_permutation(0, 0, train.shape[0])[:100 * 24]
-  trainer.run_block(tf.constant(order.reshape(100, 24).astype(np.int32)))
+  trainer.run_block(order.reshape(100, 24))
   etas = {v.name.split(':')[0]: float(models.eta_scale(w).numpy())
           for v, w in zip(model.model_variables, model.estimators[0].eta_w)}
   for name, eta in etas.items():

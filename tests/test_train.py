@@ -96,7 +96,7 @@ def test_200_steps_on_real_mnist_raise_the_elbo(mirror_data_dir):
   order = training.epoch_permutation(0, 0, train.shape[0])[:200 * 24]
   means = []
   for block in order.reshape(2, 100, 24):
-    trainer.run_block(tf.constant(block.astype(np.int32)))
+    trainer.run_block(block)
     values, log_variance = trainer.take_epoch_summary()
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(log_variance))
     means.append(values[0])

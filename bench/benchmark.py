@@ -1,0 +1,265 @@
+"""Training-step, evaluation and data-loading speed, against the original.
+
+  python bench/benchmark.py --data_dir=~/.rebar/data [--quick] [--out=bench/results.json]
+
+For each model and the three configurations of the reference table (batch 24,
+learning rate 0.0003, task sbn: one linear layer, two linear layers, one
+nonlinear layer) it runs a fresh process that loads MNIST, builds the model,
+compiles and warms up (50 steps), then times REPEATS blocks of STEPS training
+steps, and reports the median and spread of milliseconds per step, the first
+call's time (compilation included) and the process's peak resident memory.
+Times are normalised by `machine_ref_ms` of ../shared/bench/machine_ref.py,
+run in the same benchmark before and after the cells, so that they compare
+with the reference table (taken where machine_ref printed 1.2 ms).
+
+`--quick` (under 3 minutes) times the two-layer linear column only, with fewer
+repeats, all in this process, and skips the scaling figures.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MACHINE_REF = REPO.parent / 'shared' / 'bench' / 'machine_ref.py'
+# machine_ref_ms where the reference table was taken.
+REFERENCE_MACHINE_MS = 1.2
+CONFIGS = {'linear1': 'n_layer=1', 'linear2': 'n_layer=2',
+           'nonlinear1': 'n_layer=1,nonlinear=true'}
+# The original TF1 code's median ms per step on a 2-core machine (one
+# sess.run per step, 300 steps after 50 warm-up), from the speed issue.
+REFERENCE_MS = {
+    'SBN': (1.75, 2.12, 2.52),
+    'SBNNVIL': (1.86, 2.66, 2.66),
+    'SBNMuProp': (2.41, 3.57, 3.29),
+    'SBNSimpleMuProp': (2.02, 2.67, 2.87),
+    'SBNRebar': (4.34, 7.29, 6.27),
+    'SBNDynamicRebar': (7.04, 13.05, 10.48),
+    'SBNGumbel': (2.06, 2.71, 2.88),
+    'SBNTrackGradVariances': (15.08, 25.00, 21.66),
+}
+REFERENCE_EVAL_S = 26.0  # 100-sample bound on 10,000 valid + 10,000 test
+SCALING = {
+    'batch_size': ('batch_size=96', 'batch_size=384'),
+    'n_hidden': ('n_hidden=500',),
+    'n_layer': ('n_layer=2', 'n_layer=4'),
+}
+SCALING_MODELS = ('SBN', 'SBNDynamicRebar')
+EVAL_SAMPLES = (100, 1000, 5000)
+
+
+def peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
+  """Times training steps of one model in this process; returns a dict."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from rebar import data, models, train  # pylint: disable=g-import-not-at-top
+  from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
+  hparams = parse_hparams(hparams_text)
+  train_x, _, _ = data.load_data(hparams, data_dir)
+  model = models.build_model(hparams, train_x.mean(axis=0), 0)
+  trainer = train.Trainer(model, train_x)
+  del train_x
+  order = train.epoch_permutation(0, 0, trainer.n_train)
+  bs = hparams.batch_size
+
+  def block(start, n):
+    rows = order[start * bs:(start + n) * bs]
+    return tf.constant(rows.reshape(n, bs).astype(np.int32))
+
+  # The first call compiles (and runs the warm-up steps).
+  start = time.perf_counter()
+  trainer.run_block(block(0, warmup))
+  trainer.step.numpy()
+  first_call_s = time.perf_counter() - start
+  per_step = []
+  for i in range(repeats):
+    batches = block(warmup + i * steps, steps)
+    start = time.perf_counter()
+    trainer.run_block(batches)
+    trainer.step.numpy()
+    per_step.append(1e3 * (time.perf_counter() - start) / steps)
+  values, _ = trainer.take_epoch_summary()
+  assert np.isfinite(values[0]), values
+  return {'median_ms': statistics.median(per_step), 'min_ms': min(per_step),
+          'max_ms': max(per_step), 'first_call_s': first_call_s,
+          'peak_rss_mb': peak_rss_mb()}
+
+
+def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps):
+  """A fresh process per cell, so that its peak memory is its own."""
+  result = subprocess.run(
+      [sys.executable, __file__, '--cell', hparams_text,
+       '--data_dir', str(data_dir), '--repeats', str(repeats),
+       '--steps', str(steps)],
+      capture_output=True, text=True, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  if result.returncode:
+    raise RuntimeError('cell %s failed: %s' % (hparams_text,
+                                               result.stderr[-2000:]))
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine_ref_ms():
+  if not MACHINE_REF.exists():
+    return None
+  result = subprocess.run([sys.executable, str(MACHINE_REF)],
+                          capture_output=True, text=True, check=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  return json.loads(result.stdout.strip().splitlines()[-1])['machine_ref_ms']
+
+
+def time_evaluation(data_dir, n_images, samples_list, repeats=1):
+  """Seconds for the importance-weighted bound on n_images per sample count."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from rebar import data, models, train  # pylint: disable=g-import-not-at-top
+  from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
+  hparams = parse_hparams('model=SBN')
+  train_x, valid, test = data.load_data(hparams, data_dir)
+  images = tf.concat([valid, test], axis=0).numpy()[:n_images]
+  model = models.build_model(hparams, train_x.mean(axis=0), 0)
+  fn = train.make_iw_bound_fn(model, hparams.n_input)
+  train.evaluate(fn, images[:200], 100)  # compile
+  out = {}
+  for samples in samples_list:
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      train.evaluate(fn, images, samples)
+      times.append(time.perf_counter() - start)
+    out[samples] = statistics.median(times)
+  return out
+
+
+def time_data_loading(data_dir):
+  from rebar import data  # pylint: disable=g-import-not-at-top
+  from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
+  times = []
+  for _ in range(5):
+    start = time.perf_counter()
+    data.load_data(parse_hparams(''), data_dir)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--data_dir', default=os.path.expanduser(
+      '~/.rebar/data'))
+  parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--out', default=str(REPO / 'bench' / 'results.json'))
+  parser.add_argument('--repeats', type=int, default=None)
+  parser.add_argument('--steps', type=int, default=100)
+  parser.add_argument('--models', default=','.join(REFERENCE_MS))
+  parser.add_argument('--cell', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.cell:
+    print(json.dumps(time_cell(args.cell, args.data_dir, args.repeats or 5,
+                               args.steps)))
+    return
+
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  repeats = args.repeats or (3 if args.quick else 7)
+  models_ = args.models.split(',')
+  columns = ['linear2'] if args.quick else list(CONFIGS)
+  report = {'quick': args.quick, 'repeats': repeats, 'steps': args.steps,
+            'cells': {}, 'scaling': {}}
+  refs = [machine_ref_ms()]
+  report['data_load_s'] = time_data_loading(args.data_dir)
+  print('data loading (cached MNIST, median of 5): %.3f s'
+        % report['data_load_s'], flush=True)
+
+  print('%-22s %-10s %9s %15s %9s %8s %8s %7s' % (
+      'model', 'config', 'median_ms', 'spread_ms', 'first_s', 'rss_MB',
+      'ref_ms', 'speedup'), flush=True)
+  for name in models_:
+    for column in columns:
+      text = 'model=%s,learning_rate=0.0003,%s' % (name, CONFIGS[column])
+      if args.quick:
+        cell = time_cell(text, args.data_dir, repeats, args.steps)
+      else:
+        cell = time_cell_in_subprocess(text, args.data_dir, repeats,
+                                       args.steps)
+      cell['reference_ms'] = REFERENCE_MS[name][list(CONFIGS).index(column)]
+      report['cells']['%s/%s' % (name, column)] = cell
+      print('%-22s %-10s %9.2f %7.2f-%-7.2f %9.1f %8.0f %8.2f' % (
+          name, column, cell['median_ms'], cell['min_ms'], cell['max_ms'],
+          cell['first_call_s'], cell['peak_rss_mb'], cell['reference_ms']),
+            flush=True)
+
+  n_eval = 2000 if args.quick else 20000
+  eval_times = time_evaluation(args.data_dir, n_eval, [100])
+  report['eval_100_samples_s'] = {
+      'images': n_eval, 'seconds': eval_times[100],
+      'seconds_per_20000_images': eval_times[100] * 20000 / n_eval}
+  if not args.quick:
+    for name in SCALING_MODELS:
+      for knob, settings in SCALING.items():
+        for setting in ('',) + settings:
+          if not setting and knob != 'batch_size':
+            continue
+          text = 'model=%s,learning_rate=0.0003,%s' % (name, setting)
+          key = '%s/%s' % (name, setting or 'base')
+          cell = time_cell_in_subprocess(text.rstrip(','), args.data_dir,
+                                         max(3, repeats // 2), args.steps)
+          report['scaling'][key] = cell
+          print('scaling %-40s %8.2f ms/step' % (key, cell['median_ms']),
+                flush=True)
+    report['eval_scaling_s_per_1000_images'] = {
+        str(k): v for k, v in time_evaluation(
+            args.data_dir, 1000, EVAL_SAMPLES).items()}
+  refs.append(machine_ref_ms())
+  refs = [r for r in refs if r is not None]
+  machine = statistics.mean(refs) if refs else None
+  report['machine_ref_ms'] = refs
+  print('\nmachine_ref_ms: %s (reference machine: %.2f)'
+        % (', '.join('%.3f' % r for r in refs), REFERENCE_MACHINE_MS))
+  if machine:
+    speedups = []
+    print('%-22s %-10s %10s %10s %8s' % ('model', 'config', 'norm_ms',
+                                         'ref_norm', 'speedup'))
+    for key, cell in report['cells'].items():
+      cell['normalised'] = cell['median_ms'] / machine
+      reference = cell['reference_ms'] / REFERENCE_MACHINE_MS
+      cell['speedup'] = reference / cell['normalised']
+      speedups.append(cell['speedup'])
+      print('%-22s %-10s %10.3f %10.3f %8.2f' % (
+          *key.split('/'), cell['normalised'], reference, cell['speedup']))
+    geo = 1.0
+    for s in speedups:
+      geo *= s ** (1.0 / len(speedups))
+    report['geometric_mean_speedup'] = geo
+    report['min_speedup'] = min(speedups)
+    print('geometric mean speedup %.2f, lowest %.2f' % (geo, min(speedups)))
+    eval_norm = report['eval_100_samples_s']['seconds_per_20000_images']
+    report['eval_speedup'] = (REFERENCE_EVAL_S / REFERENCE_MACHINE_MS) / (
+        eval_norm / machine)
+  print('evaluation, 100 samples: %.2f s per 20,000 images (original %.0f s)'
+        '%s' % (report['eval_100_samples_s']['seconds_per_20000_images'],
+                REFERENCE_EVAL_S,
+                ', speedup %.2f' % report['eval_speedup']
+                if 'eval_speedup' in report else ''))
+  if 'eval_scaling_s_per_1000_images' in report:
+    print('evaluation vs samples (s per 1,000 images): %s' % ', '.join(
+        '%s: %.2f' % kv for kv in
+        report['eval_scaling_s_per_1000_images'].items()))
+  print('peak resident memory, largest cell: %.0f MB' % max(
+      c['peak_rss_mb'] for c in report['cells'].values()))
+  with open(args.out, 'w') as f:
+    json.dump(report, f, indent=1)
+  print('wrote %s' % args.out)
+
+
+if __name__ == '__main__':
+  main()
