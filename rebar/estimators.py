@@ -129,3 +129,32 @@ def temperature_score_surrogate(terms, df_v_dt):
   """
   return tf.add_n([tf.reduce_mean(sg(d[:, 0]) * log_q)
                    for (log_q, _, _), d in zip(terms, df_v_dt)])
+
+
+def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):
+  """RELAX's estimate of ∂E[f]/∂ℓ_l for one layer (Grathwohl et al. 2018).
+
+  ĝ_l = (f(b) - η c(z~)) ∂log q(b_l)/∂ℓ_l + η (∂c(z)/∂ℓ_l - ∂c(z~)/∂ℓ_l),
+  with ∂log q(b)/∂ℓ = b - σ(ℓ).
+
+  Args:
+    elbo: f(b), [B]; activation: b_l, [B, H]; logits: ℓ_l, [B, H].
+    c_z_tilde: c(z~_l), [B].
+    reparam: ∂c(z)/∂ℓ_l - ∂c(z~)/∂ℓ_l, [B, H].
+    eta: scalar η_l.
+  Returns:
+    ĝ_l, [B, H]; not stopped, so that its variance can be differentiated.
+  """
+  score = activation - tf.sigmoid(logits)
+  return ((sg(elbo) - eta * c_z_tilde)[:, None] * sg(score)
+          + eta * reparam)
+
+
+def per_layer_surrogate(hard, estimates):
+  """loss = -mean(Σ_l Σ_units sg(ĝ_l) ℓ_l + m): backpropagates each layer's
+  logit-gradient estimate to that layer's variables; m gives the generative
+  variables their exact gradient."""
+  total = hard.model_term
+  for g, logits in zip(estimates, hard.logits):
+    total += tf.reduce_sum(sg(g) * logits, axis=-1)
+  return -tf.reduce_mean(total)

@@ -7,10 +7,13 @@ value parsed with the type of its default (`true`/`false` for bools).
 import dataclasses
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar',
-          'SBNDynamicRebar', 'SBNGumbel', 'SBNTrackGradVariances')
+          'SBNDynamicRebar', 'SBNGumbel', 'SBNTrackGradVariances', 'SBNRelax',
+          'SBNRebarPerLayer')
+RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 TASKS = ('sbn', 'sp', 'omni')
 # Hparams that the original did not have.
-EXTENSIONS = ('sp_multilayer', 'quadratic_fix')
+EXTENSIONS = ('sp_multilayer', 'quadratic_fix', 'relax_cv', 'relax_depth',
+              'relax_weight_decay', 'var_lr_scale', 'track_relax')
 
 
 class HParamsError(ValueError):
@@ -28,6 +31,13 @@ class HParams:
       True: the generative side has `n_layer` stochastic layers as for `sbn`.
     quadratic_fix: REBAR's per-layer control variate (`quadratic=true`) as in
       the original (False, biased for n_layer >= 2) or the unbiased form.
+  RELAX (Grathwohl et al. 2018; models SBNRelax and SBNRebarPerLayer):
+    relax_cv: the control variate c: `rebar` f(σ_λ(z)), `relax`
+      f(σ_λ(z)) + r_ρ(z), `free` r_ρ(z). SBNRebarPerLayer forces `rebar`.
+    relax_depth: ReLU layers (200 units) of r_ρ.
+    relax_weight_decay: L2 weight decay on ρ in the variance objective.
+    var_lr_scale: learning-rate multiple of the variance-objective Adam.
+    track_relax: add RELAX to SBNTrackGradVariances' comparison.
   """
   model: str = 'SBNGumbel'
   n_hidden: int = 200
@@ -46,6 +56,11 @@ class HParams:
   task: str = 'sbn'
   sp_multilayer: bool = False
   quadratic_fix: bool = False
+  relax_cv: str = 'relax'
+  relax_depth: int = 2
+  relax_weight_decay: float = 0.001
+  var_lr_scale: float = 10.0
+  track_relax: bool = False
 
   def values(self):
     """All hyperparameters as a dict name -> value."""
@@ -80,6 +95,16 @@ class HParams:
       if not getattr(self, name) > 0:
         raise HParamsError('%s must be positive, got %g'
                            % (name, getattr(self, name)))
+    if self.relax_cv not in RELAX_CONTROL_VARIATES:
+      raise HParamsError('unknown relax_cv %r; choose one of: %s'
+                         % (self.relax_cv, ', '.join(RELAX_CONTROL_VARIATES)))
+    if self.relax_depth <= 0:
+      raise HParamsError('relax_depth must be positive, got %d'
+                         % self.relax_depth)
+    if self.relax_weight_decay < 0 or not self.var_lr_scale > 0:
+      raise HParamsError('relax_weight_decay must be >= 0 and var_lr_scale '
+                         '> 0, got %g and %g'
+                         % (self.relax_weight_decay, self.var_lr_scale))
     if not 0 <= self.beta2 < 1:
       raise HParamsError('beta2 must be in [0, 1), got %g' % self.beta2)
     if self.batch_size * self.n_samples < 2:

@@ -17,12 +17,14 @@ import tensorflow as tf
 from rebar import estimators
 from rebar.networks import Dense
 from rebar.optim import Adam, GradVarianceTracker
-from rebar.sbn import SBNNetwork, conditional_noise, relaxed_sampler
+from rebar.sbn import (SBNNetwork, conditional_noise, logistic_sample,
+                       relaxed_sampler)
 
 # How much faster the auxiliary parameters (baselines, etas, temperature)
 # learn than the model parameters (reference section 5).
 AUX_LEARNING_RATE_SCALE = 10.0
 BASELINE_HIDDEN = 100
+RELAX_HIDDEN = 200
 
 
 def eta_scale(w):
@@ -366,6 +368,123 @@ class RebarEstimator(Estimator):
     return grads, aux_grads, tf.stack(printed + etas)
 
 
+class RelaxNetwork(tf.Module):
+  """r_ρ for one layer: [x - mean_xs, z_l, 2 b_{<l} - 1] -> depth ReLU layers
+  of RELAX_HIDDEN units -> scalar; returns [B]."""
+
+  def __init__(self, network, layer, depth, generator, name):
+    super().__init__(name=name)
+    self.mean_xs = network.mean_xs
+    hparams = network.hparams
+    n_in = hparams.n_input + (layer + 1) * hparams.n_hidden
+    self.hidden = []
+    for i in range(depth):
+      self.hidden.append(Dense(n_in, RELAX_HIDDEN, generator,
+                               '%s/relu%d' % (name, i)))
+      n_in = RELAX_HIDDEN
+    self.output = Dense(n_in, 1, generator, name + '/out')
+    self.variables_in_order = [v for layer_ in self.hidden + [self.output]
+                               for v in layer_.variables_in_order]
+
+  def __call__(self, x, z, hard_below):
+    h = tf.concat([x - self.mean_xs, z]
+                  + [2.0 * b - 1.0 for b in hard_below], axis=-1)
+    for layer in self.hidden:
+      h = tf.nn.relu(layer(h))
+    return self.output(h)[:, 0]
+
+
+class RelaxEstimator(Estimator):
+  """RELAX (Grathwohl et al. 2018) as its authors apply it to SBNs, and the
+  per-layer REBAR it generalises (`cv='rebar'`).
+
+  Per stochastic layer l, an estimate of ∂E[f]/∂ℓ_l ([B, H], each row its
+  own) with layers below l at their hard samples:
+    ĝ_l = (f(b) - η_l c(z~_l)) ∂log q(b_l)/∂ℓ_l
+          + η_l (∂c(z_l)/∂ℓ_l - ∂c(z~_l)/∂ℓ_l),
+  where z_l = ℓ_l + log u - log(1 - u), z~_l the same with the conditional
+  noise v (z given b), and c(z) = f(σ_λ(z)) (`rebar`), f(σ_λ(z)) + r_ρ(z)
+  (`relax`) or r_ρ(z) (`free`); f(σ_λ(z)) relaxes layer l and the layers
+  above it (with u above l, so that c(z~_l) depends on b_l only). ĝ_l is
+  backpropagated to layer l's variables through ℓ_l; the generative
+  variables get the exact gradient of m. One log temperature (λ = exp(t))
+  and one η per layer, and ρ, minimise Σ_l mean(ĝ_l²) + wd ||ρ||².
+  """
+
+  def __init__(self, network, generator, cv='relax', depth=2,
+               weight_decay=0.0, name='relax'):
+    super().__init__(network, generator, name)
+    self.cv = cv
+    self.weight_decay = weight_decay
+    n_layer = network.n_layer
+    self.log_temperatures = [
+        tf.Variable(math.log(self.hparams.temperature),
+                    name='%s_log_temperature_%d' % (name, l))
+        for l in range(n_layer)]
+    self.etas = [tf.Variable(1.0, name='%s_eta_%d' % (name, l))
+                 for l in range(n_layer)]
+    self.r_nets = []
+    if cv != 'rebar':
+      self.r_nets = [RelaxNetwork(network, l, depth, generator,
+                                  '%s_r_%d' % (name, l))
+                     for l in range(n_layer)]
+    self.rho = [v for r in self.r_nets for v in r.variables_in_order]
+    self.aux_variables = self.log_temperatures + self.etas + self.rho
+    self.printed_names = (
+        ('elbo',) + tuple('temperature_%d' % l for l in range(n_layer))
+        + tuple('eta_%d' % l for l in range(n_layer)))
+
+  def temperature(self):
+    return tf.exp(self.log_temperatures[0])
+
+  def control_variate(self, step, layer, noise, temperature):
+    """c at layer `layer` for the per-layer noise list `noise`: [B]."""
+    hard = step.hard
+    c = 0.0
+    if self.cv != 'free':
+      c += self.network.run_pass(
+          step.x, relaxed_sampler(noise, temperature,
+                                  self.hparams.muprop_relaxation),
+          start=hard, start_layer=layer).elbo
+    if self.cv != 'rebar':
+      z = logistic_sample(hard.logits[layer], noise[layer])
+      c += self.r_nets[layer](step.x, z, hard.activations[:layer])
+    return c
+
+  def estimate(self, step):
+    hard = step.hard
+    v = step.conditional_noise()
+    aux_tape = tf.GradientTape(watch_accessed_variables=False)
+    with aux_tape:
+      aux_tape.watch(self.aux_variables)
+      estimates, variance = [], 0.0
+      for l in range(self.network.n_layer):
+        noise_v = step.noise[:l] + [v[l]] + step.noise[l + 1:]
+        with step.tape:
+          temperature = tf.exp(self.log_temperatures[l])
+          c_z = self.control_variate(step, l, step.noise, temperature)
+          c_z_tilde = self.control_variate(step, l, noise_v, temperature)
+          difference = tf.reduce_sum(c_z - c_z_tilde)
+        # Rows are independent, so the gradient of the sum is per row.
+        reparam = step.tape.gradient(difference, hard.logits[l])
+        g = estimators.relax_layer_estimate(
+            hard.elbo, hard.activations[l], hard.logits[l], c_z_tilde,
+            reparam, self.etas[l])
+        estimates.append(g)
+        variance += tf.reduce_mean(tf.square(g))
+      variance += self.weight_decay * tf.add_n(
+          [tf.reduce_sum(tf.square(w)) for w in self.rho] + [0.0])
+    with step.tape:
+      loss = estimators.per_layer_surrogate(hard, estimates)
+    aux_grads = aux_tape.gradient(
+        variance, self.aux_variables,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    printed = tf.stack([tf.reduce_mean(hard.elbo)]
+                       + [tf.exp(t) for t in self.log_temperatures]
+                       + [tf.identity(e) for e in self.etas])
+    return self.model_gradient(step, loss), aux_grads, printed
+
+
 class SBNModel(tf.Module):
   """Base of every model: the SBN network, estimators, optimizers, tracking.
 
@@ -389,9 +508,12 @@ class SBNModel(tf.Module):
     self.model_optimizer = Adam(self.model_variables, hparams.learning_rate,
                                 beta2=hparams.beta2, name='model_adam')
     self.aux_optimizer = Adam(
-        self.aux_variables, AUX_LEARNING_RATE_SCALE * hparams.learning_rate,
+        self.aux_variables, self.aux_learning_rate_scale * hparams.learning_rate,
         beta2=hparams.beta2, name='aux_adam')
     self.tracker = GradVarianceTracker(self.model_variables)
+
+  # Learning-rate multiple of the auxiliary Adam.
+  aux_learning_rate_scale = AUX_LEARNING_RATE_SCALE
 
   def build_estimators(self, generator):
     raise NotImplementedError
@@ -481,6 +603,31 @@ class SBNDynamicRebar(SBNModel):
                            name='dynamic_rebar')]
 
 
+def relax_estimator(network, generator, cv=None):
+  hparams = network.hparams
+  return RelaxEstimator(network, generator, cv or hparams.relax_cv,
+                        hparams.relax_depth, hparams.relax_weight_decay)
+
+
+class SBNRelax(SBNModel):
+  """RELAX with c chosen by `relax_cv` (Grathwohl et al. 2018)."""
+
+  @property
+  def aux_learning_rate_scale(self):
+    return self.hparams.var_lr_scale
+
+  def build_estimators(self, generator):
+    return [relax_estimator(self.network, generator)]
+
+
+class SBNRebarPerLayer(SBNRelax):
+  """REBAR estimated per layer through the logits, with a learned
+  temperature and eta per layer: RELAX with c = f(σ_λ(z))."""
+
+  def build_estimators(self, generator):
+    return [relax_estimator(self.network, generator, cv='rebar')]
+
+
 class SBNTrackGradVariances(SBNModel):
   """Five estimators on one batch and one noise draw (6.8).
 
@@ -494,17 +641,22 @@ class SBNTrackGradVariances(SBNModel):
   ESTIMATOR_NAMES = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR',
                      'REBAR')
   APPLIED = 'SimpleMuProp'
-  variance_names = tuple(sorted(ESTIMATOR_NAMES))
 
   def build_estimators(self, generator):
-    return [NVILEstimator(self.network, generator),
-            SimpleMuPropEstimator(self.network, generator),
-            MuPropEstimator(self.network, generator),
-            RebarEstimator(self.network, generator, dynamic=True,
-                           name='dynamic_rebar'),
-            RebarEstimator(self.network, generator)]
+    estimators_ = [NVILEstimator(self.network, generator),
+                   SimpleMuPropEstimator(self.network, generator),
+                   MuPropEstimator(self.network, generator),
+                   RebarEstimator(self.network, generator, dynamic=True,
+                                  name='dynamic_rebar'),
+                   RebarEstimator(self.network, generator)]
+    if self.hparams.track_relax:
+      estimators_.append(relax_estimator(self.network, generator))
+    return estimators_
 
   def __init__(self, hparams, mean_xs, seed):
+    if hparams.track_relax:
+      self.ESTIMATOR_NAMES = self.ESTIMATOR_NAMES + ('RELAX',)
+    self.variance_names = tuple(sorted(self.ESTIMATOR_NAMES))
     super().__init__(hparams, mean_xs, seed)
     self.trackers = [GradVarianceTracker(self.model_variables,
                                          name='grad_variance_' + name)
@@ -566,7 +718,7 @@ class SBNTrackGradVariances(SBNModel):
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (
     SBN, SBNNVIL, SBNSimpleMuProp, SBNMuProp, SBNGumbel, SBNRebar,
-    SBNDynamicRebar, SBNTrackGradVariances)}
+    SBNDynamicRebar, SBNTrackGradVariances, SBNRelax, SBNRebarPerLayer)}
 
 
 def build_model(hparams, mean_xs, seed):

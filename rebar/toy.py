@@ -1,0 +1,453 @@
+"""The RELAX toy problem (RELAX draft, section 6.1 and Figure 1).
+
+  python -m rebar.toy [--steps N] [--seed S] [--out DIR] [--no_plots]
+
+Minimise L(θ) = E_{b ~ Bernoulli(σ(θ))}[(b - t)²] with t = 0.499. The optimum
+is σ(θ) -> 0, but the exact gradient dL/dθ = σ(θ)(1 - σ(θ))·((1-t)² - t²) is
+at most 0.0005, far below the noise of a one-sample estimator. θ starts at 0
+(σ = 0.5) and is trained by Adam on one sample per step with each of
+
+  REINFORCE  ĝ = f(b) ∂log p(b|θ)/∂θ                         (no baseline)
+  REBAR      ĝ = [f(b) - c(z~)] ∂log p(b|θ)/∂θ + ∂c(z)/∂θ - ∂c(z~)/∂θ,
+             c(z) = η f(σ(z/λ)): the Concrete relaxation, only η and log λ
+             adapt
+  RELAX      the same ĝ with c_φ(z) = f(σ(z/λ)) + r_ρ(z), φ = (log λ, ρ),
+             r_ρ an MLP 1 -> 10 tanh -> 1 on the scalar z
+
+where f(b) = (b - t)². Noise, shared by the three estimators step for step:
+u, w ~ U(0, 1); z = θ + log u - log(1 - u), b = 1[z > 0] (so b = 1 iff
+u > u' = σ(-θ)); z~ ~ p(z | b, θ) through v = u' + w(1 - u') if b = 1 and
+v = w u' if b = 0 (a fresh w, v a function of θ at fixed w),
+z~ = θ + log v - log(1 - v). ∂log p(b|θ)/∂θ = b - σ(θ).
+
+The control-variate parameters (η, log λ for REBAR; φ for RELAX) are trained
+by their own Adam to minimise the single-sample variance surrogate ĝ², its
+gradient taken through ĝ by nested autodiff (an inner tape gives ∂c/∂θ, an
+outer tape differentiates ĝ² with respect to the parameters). Since ĝ is
+unbiased for every value of those parameters, ∂E[ĝ²]/∂φ = ∂Var(ĝ)/∂φ.
+
+Everything runs in float64. Each estimator's training steps run in blocks of
+--log_every steps inside one tf.function; after each block a line per
+estimator gives the step, σ(θ), the exact loss L(θ) and the gradient
+log-variance: the natural log of the sample variance (ddof 1) of the block's
+--log_every estimates ĝ (θ moves a little within a block; that is part of the
+figure). `toy.json` holds all curves; `toy.png` (with matplotlib) the three
+panels of the paper's Figure 1.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+TARGET = 0.499
+DTYPE = tf.float64
+ESTIMATORS = ('reinforce', 'rebar', 'relax')
+HIDDEN_UNITS = 10
+# Clipping of the uniform noise away from 0 and 1 (float64).
+NOISE_EPS = 1e-12
+
+DEFAULTS = dict(
+    steps=2000,
+    seed=0,
+    log_every=100,
+    learning_rate=0.01,          # Adam on θ, all three estimators
+    cv_learning_rate=0.01,       # Adam on (η, log λ) and on φ
+    init_eta=1.0,
+    init_temperature=0.5,        # λ
+)
+
+PLOTS_HINT = 'figures need matplotlib: pip install .[plots]'
+
+
+def f(b):
+  return tf.square(b - TARGET)
+
+
+def exact_loss(theta):
+  """L(θ) = σ(θ)(1 - t)² + (1 - σ(θ)) t² (numpy or python floats)."""
+  p = 1.0 / (1.0 + np.exp(-np.asarray(theta, dtype=np.float64)))
+  return p * (1.0 - TARGET) ** 2 + (1.0 - p) * TARGET ** 2
+
+
+def exact_gradient(theta):
+  """dL/dθ = σ(θ)(1 - σ(θ))·((1 - t)² - t²)."""
+  p = 1.0 / (1.0 + np.exp(-np.asarray(theta, dtype=np.float64)))
+  return p * (1.0 - p) * ((1.0 - TARGET) ** 2 - TARGET ** 2)
+
+
+# Control variates c(z; params), z of any shape.
+def concrete(z, log_temperature):
+  """f(σ(z / λ)), the Concrete relaxation of f, λ = exp(log_temperature)."""
+  return f(tf.sigmoid(z * tf.exp(-log_temperature)))
+
+
+def mlp(z, w1, b1, w2, b2):
+  """r_ρ(z): 1 -> HIDDEN_UNITS tanh -> 1, applied elementwise to z."""
+  hidden = tf.tanh(z[..., None] * w1 + b1)
+  return tf.reduce_sum(hidden * w2, axis=-1) + b2
+
+
+def rebar_cv(z, params):
+  eta, log_temperature = params
+  return eta * concrete(z, log_temperature)
+
+
+def relax_cv(z, params):
+  log_temperature, w1, b1, w2, b2 = params
+  return concrete(z, log_temperature) + mlp(z, w1, b1, w2, b2)
+
+
+def relax_mlp_cv(z, params):
+  return mlp(z, *params)
+
+
+CONTROL_VARIATES = {'reinforce': None, 'rebar': rebar_cv, 'relax': relax_cv,
+                    'relax_mlp': relax_mlp_cv}
+PARAM_NAMES = {'reinforce': (), 'rebar': ('eta', 'log_temperature'),
+               'relax': ('log_temperature', 'w1', 'b1', 'w2', 'b2'),
+               'relax_mlp': ('w1', 'b1', 'w2', 'b2')}
+
+
+def initial_params(estimator, seed, init_eta=DEFAULTS['init_eta'],
+                   init_temperature=DEFAULTS['init_temperature']):
+  """Initial control-variate parameters as float64 numpy arrays.
+
+  REBAR: η, log λ. RELAX: log λ and the MLP (w1, b1: [10]; w2: [10]; b2: []),
+  weights N(0, 1/fan_in) drawn from `seed`, biases zero.
+  """
+  if estimator == 'reinforce':
+    return []
+  log_temperature = np.float64(math.log(init_temperature))
+  if estimator == 'rebar':
+    return [np.float64(init_eta), log_temperature]
+  rng = np.random.default_rng([seed, 1])
+  net = [rng.normal(0.0, 1.0, HIDDEN_UNITS),
+         np.zeros(HIDDEN_UNITS),
+         rng.normal(0.0, 1.0 / math.sqrt(HIDDEN_UNITS), HIDDEN_UNITS),
+         np.float64(0.0)]
+  return net if estimator == 'relax_mlp' else [log_temperature] + net
+
+
+def noise(steps, seed):
+  """[steps, 2] float64 uniforms (u, w), clipped into (0, 1)."""
+  rng = np.random.default_rng([seed, 0])
+  return np.clip(rng.random((steps, 2)), NOISE_EPS, 1.0 - NOISE_EPS)
+
+
+def sample_z(theta, u):
+  return theta + tf.math.log(u) - tf.math.log1p(-u)
+
+
+def conditional_z(theta, b, w):
+  """z~ ~ p(z | b, θ) by v = u' + w(1 - u') (b = 1), v = w u' (b = 0), u' =
+  σ(-θ), z~ = θ + log v - log(1 - v); logs written without forming v."""
+  p = tf.sigmoid(theta)
+  log_p = tf.math.log_sigmoid(theta)
+  log_q = tf.math.log_sigmoid(-theta)
+  # b = 1: 1 - v = (1 - w) p.   b = 0: v = w (1 - p).
+  z_one = theta + tf.math.log1p(-(1.0 - w) * p) - tf.math.log1p(-w) - log_p
+  z_zero = theta + tf.math.log(w) + log_q - tf.math.log1p(-w * (1.0 - p))
+  return tf.where(b > 0.5, z_one, z_zero)
+
+
+def estimates(estimator, theta, u, w, params=()):
+  """ĝ for each element of θ, u, w (all of one shape); θ a tensor.
+
+  Differentiable with respect to `params` (the inner tape is recorded by any
+  enclosing tape). Element i of the result depends on θ[i] only, so the
+  gradient of a sum gives per-element derivatives.
+  """
+  cv = CONTROL_VARIATES[estimator]
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(theta)
+    z = sample_z(theta, u)
+    b = tf.cast(z > 0.0, DTYPE)
+    if cv is not None:
+      z_tilde = conditional_z(theta, b, w)
+      c_z = cv(z, params)
+      c_z_tilde = cv(z_tilde, params)
+  score = b - tf.sigmoid(theta)
+  if cv is None:
+    return f(b) * score
+  d_c_z = tape.gradient(c_z, theta)
+  d_c_z_tilde = tape.gradient(c_z_tilde, theta)
+  del tape
+  return (f(b) - c_z_tilde) * score + d_c_z - d_c_z_tilde
+
+
+def variance_gradients(estimator, theta, u, w, params):
+  """One sample: (ĝ, [∂ĝ²/∂param for each param]) — what a step applies."""
+  params = list(params)
+  with tf.GradientTape() as tape:
+    tape.watch(params)
+    g = estimates(estimator, tf.reshape(theta, [1]), tf.reshape(u, [1]),
+                  tf.reshape(w, [1]), params)[0]
+    surrogate = tf.square(g)
+  grads = tape.gradient(surrogate, params) if params else []
+  return g, grads
+
+
+class Adam(tf.Module):
+  """Adam (dtype-generic) on a list of variables; same update as
+  rebar.optim.Adam: x -= lr·sqrt(1 - β2^t)/(1 - β1^t)·m/(sqrt(v) + ε)."""
+
+  def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999,
+               epsilon=1e-8):
+    super().__init__()
+    self.variables_list = list(variables)
+    self.learning_rate = learning_rate
+    self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+    self.t = tf.Variable(0.0, dtype=DTYPE, trainable=False)
+    self.m = [tf.Variable(tf.zeros_like(v), trainable=False)
+              for v in self.variables_list]
+    self.v = [tf.Variable(tf.zeros_like(v), trainable=False)
+              for v in self.variables_list]
+
+  def apply(self, grads):
+    if not self.variables_list:
+      return
+    t = self.t.assign_add(1.0)
+    beta1 = tf.constant(self.beta1, DTYPE)
+    beta2 = tf.constant(self.beta2, DTYPE)
+    alpha = (self.learning_rate * tf.sqrt(1.0 - tf.pow(beta2, t))
+             / (1.0 - tf.pow(beta1, t)))
+    for x, m, v, g in zip(self.variables_list, self.m, self.v, grads):
+      m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
+      v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
+      x.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+
+
+class Trainer(tf.Module):
+  """θ and the control-variate parameters of one estimator, and its step."""
+
+  def __init__(self, estimator, params, learning_rate, cv_learning_rate):
+    super().__init__(name=estimator)
+    self.estimator = estimator
+    self.theta = tf.Variable(0.0, dtype=DTYPE, name='theta')
+    self.params = [tf.Variable(np.asarray(p, np.float64), dtype=DTYPE)
+                   for p in params]
+    self.theta_adam = Adam([self.theta], learning_rate)
+    self.cv_adam = Adam(self.params, cv_learning_rate)
+
+  def step(self, u, w):
+    """One step on noise (u, w); returns ĝ (evaluated before the update)."""
+    g, grads = variance_gradients(self.estimator, self.theta, u, w,
+                                  self.params)
+    self.theta_adam.apply([g])
+    self.cv_adam.apply(grads)
+    return g
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 2], DTYPE)])
+  def run_block(self, block):
+    """Steps over the rows of `block`; returns (θ after each step, ĝ)."""
+    n = tf.shape(block)[0]
+    thetas = tf.TensorArray(DTYPE, size=n)
+    ghats = tf.TensorArray(DTYPE, size=n)
+    for k in tf.range(n):
+      g = self.step(block[k, 0], block[k, 1])
+      thetas = thetas.write(k, self.theta.read_value())
+      ghats = ghats.write(k, g)
+    return thetas.stack(), ghats.stack()
+
+  def param_values(self):
+    return [v.numpy() for v in self.params]
+
+
+def relaxation_curve(estimator, params, theta, u):
+  """The control variate c(z) at z = θ + log u - log(1 - u) (numpy)."""
+  if estimator == 'reinforce':
+    return None
+  params = [tf.constant(p, DTYPE) for p in params]
+  z = sample_z(tf.constant(theta, DTYPE), tf.constant(u, DTYPE))
+  return CONTROL_VARIATES[estimator](z, params).numpy()
+
+
+def _log_variance(values):
+  values = np.asarray(values)
+  if values.size < 2:
+    return float('nan')
+  var = float(np.var(values, ddof=1))
+  return math.log(var) if var > 0 else float('-inf')
+
+
+def run(steps=DEFAULTS['steps'], seed=DEFAULTS['seed'],
+        log_every=DEFAULTS['log_every'],
+        learning_rate=DEFAULTS['learning_rate'],
+        cv_learning_rate=DEFAULTS['cv_learning_rate'],
+        init_eta=DEFAULTS['init_eta'],
+        init_temperature=DEFAULTS['init_temperature'],
+        estimators=ESTIMATORS, out=None):
+  """Trains θ with each estimator on the same noise; returns the curves.
+
+  Args:
+    out: None, or a function called with each printable line.
+  Returns:
+    {'config': {...}, 'estimators': {name: {'steps', 'theta', 'sigma',
+    'loss', 'ghat' (per step, step 0 = the start, ghat[i] the estimate that
+    step i + 1 applied), 'log_steps', 'log_variance' (per block, at the
+    block's last step), 'final_sigma', 'final_loss', 'mean_log_variance',
+    'params' (final control-variate parameters by name), 'seconds'}}}.
+  """
+  if steps < 1 or log_every < 1:
+    raise ValueError('steps and log_every must be positive')
+  all_noise = noise(steps, seed)
+  results = {'config': dict(steps=steps, seed=seed, log_every=log_every,
+                            learning_rate=learning_rate,
+                            cv_learning_rate=cv_learning_rate,
+                            init_eta=init_eta,
+                            init_temperature=init_temperature, target=TARGET,
+                            hidden_units=HIDDEN_UNITS),
+             'estimators': {}}
+  trainers, curves = {}, {}
+  for name in estimators:
+    trainers[name] = Trainer(
+        name, initial_params(name, seed, init_eta, init_temperature),
+        learning_rate, cv_learning_rate)
+    curves[name] = dict(theta=[0.0], ghat=[], log_steps=[], log_variance=[],
+                        seconds=0.0)
+  for start in range(0, steps, log_every):
+    block = tf.constant(all_noise[start:start + log_every])
+    for name in estimators:
+      began = time.perf_counter()
+      thetas, ghats = trainers[name].run_block(block)
+      curves[name]['seconds'] += time.perf_counter() - began
+      curve = curves[name]
+      curve['theta'].extend(thetas.numpy().tolist())
+      curve['ghat'].extend(ghats.numpy().tolist())
+      curve['log_steps'].append(start + int(block.shape[0]))
+      curve['log_variance'].append(_log_variance(ghats.numpy()))
+      if out is not None:
+        theta = curve['theta'][-1]
+        out('step %6d  %-9s  sigma(theta) %.4f  loss %.6f  log-var %8.3f'
+            % (curve['log_steps'][-1], name, 1.0 / (1.0 + math.exp(-theta)),
+               float(exact_loss(theta)), curve['log_variance'][-1]))
+  for name in estimators:
+    curve = curves[name]
+    theta = np.asarray(curve['theta'])
+    sigma = 1.0 / (1.0 + np.exp(-theta))
+    finite = [v for v in curve['log_variance'] if math.isfinite(v)]
+    results['estimators'][name] = dict(
+        steps=list(range(steps + 1)), theta=theta.tolist(),
+        sigma=sigma.tolist(), loss=exact_loss(theta).tolist(),
+        ghat=curve['ghat'], log_steps=curve['log_steps'],
+        log_variance=curve['log_variance'],
+        final_sigma=float(sigma[-1]), final_loss=float(exact_loss(theta[-1])),
+        mean_log_variance=float(np.mean(finite)) if finite else float('nan'),
+        params={k: np.asarray(v).tolist() for k, v in
+                zip(PARAM_NAMES[name], trainers[name].param_values())},
+        seconds=curve['seconds'])
+  return results
+
+
+def summary_lines(results):
+  lines = ['%-10s %12s %12s %16s %9s' % ('estimator', 'final sigma',
+                                        'final loss', 'mean log-var',
+                                        'seconds')]
+  for name, r in results['estimators'].items():
+    lines.append('%-10s %12.4f %12.6f %16.3f %9.1f' % (
+        name, r['final_sigma'], r['final_loss'], r['mean_log_variance'],
+        r['seconds']))
+  for name, r in results['estimators'].items():
+    if name == 'rebar':
+      lines.append('rebar: final eta %.4f, temperature %.4f' % (
+          r['params']['eta'], math.exp(r['params']['log_temperature'])))
+    if name == 'relax':
+      lines.append('relax: final temperature %.4f' % math.exp(
+          r['params']['log_temperature']))
+  return lines
+
+
+def relaxations(results, n=199):
+  """c(z) against u in (0, 1) at each estimator's final θ."""
+  u = np.linspace(0.0, 1.0, n + 2)[1:-1]
+  curves = {'u': u.tolist()}
+  for name, r in results['estimators'].items():
+    if name == 'reinforce':
+      continue
+    params = [np.asarray(r['params'][k]) for k in PARAM_NAMES[name]]
+    curves[name] = dict(theta=r['theta'][-1], c=relaxation_curve(
+        name, params, r['theta'][-1], u).tolist())
+  return curves
+
+
+def write_figure(results, relax_curves, path):
+  """toy.png: loss, log-variance and learned relaxations; False without
+  matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  fig, (ax_loss, ax_var, ax_c) = plt.subplots(1, 3, figsize=(15, 4.2))
+  for name, r in results['estimators'].items():
+    ax_loss.plot(r['steps'], r['loss'], label=name)
+    ax_var.plot(r['log_steps'], r['log_variance'], label=name)
+  ax_loss.set(title='loss L(θ) (exact)', xlabel='step', ylabel='L(θ)')
+  ax_var.set(title='gradient log-variance (per %d steps)'
+             % results['config']['log_every'], xlabel='step',
+             ylabel='log Var(ĝ)')
+  u = relax_curves['u']
+  for name, c in relax_curves.items():
+    if name == 'u':
+      continue
+    ax_c.plot(u, c['c'], label='%s c(z), θ = %.2f' % (name, c['theta']))
+  ax_c.axhline(float(f(0.0)), color='gray', ls='--', lw=0.8,
+               label='f(0), f(1)')
+  ax_c.axhline(float(f(1.0)), color='gray', ls='--', lw=0.8)
+  ax_c.set(title='learned relaxation at the final θ', xlabel='u',
+           ylabel='c(θ + log u - log(1-u))')
+  for ax in (ax_loss, ax_var, ax_c):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog='python -m rebar.toy',
+      description='The RELAX toy problem: REINFORCE, REBAR and RELAX on '
+                  'E[(b - 0.499)²], b ~ Bernoulli(σ(θ)).')
+  parser.add_argument('--steps', type=int, default=DEFAULTS['steps'])
+  parser.add_argument('--seed', type=int, default=DEFAULTS['seed'])
+  parser.add_argument('--log_every', type=int, default=DEFAULTS['log_every'],
+                      help='steps per printed line and per log-variance')
+  parser.add_argument('--out', default='toy_out',
+                      help='output directory (default ./toy_out)')
+  parser.add_argument('--no_plots', action='store_true',
+                      help='skip toy.png')
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  if args.steps < 1 or args.log_every < 1:
+    parser.error('--steps and --log_every must be positive')
+  results = run(steps=args.steps, seed=args.seed, log_every=args.log_every,
+                out=lambda line: print(line, flush=True))
+  print()
+  for line in summary_lines(results):
+    print(line)
+  relax_curves = relaxations(results)
+  results['relaxations'] = relax_curves
+  os.makedirs(args.out, exist_ok=True)
+  json_path = os.path.join(args.out, 'toy.json')
+  with open(json_path, 'w') as fh:
+    json.dump(results, fh)
+  print('wrote %s' % json_path)
+  if not args.no_plots:
+    png_path = os.path.join(args.out, 'toy.png')
+    if write_figure(results, relax_curves, png_path):
+      print('wrote %s' % png_path)
+    else:
+      print(PLOTS_HINT)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
