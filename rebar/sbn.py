@@ -43,8 +43,12 @@ def logistic_sample(logits, u):
 
 
 def hard_sample(logits, u):
-  """b = sg(1[z > 0]), i.e. b = 1 iff u > σ(-ℓ)."""
-  return tf.stop_gradient(tf.cast(logistic_sample(logits, u) > 0, tf.float32))
+  """b = sg(1[z > 0]) with z = ℓ + log u - log(1 - u).
+
+  Computed as 1[u > σ(-ℓ)], the same event (z is increasing in u and is 0 at
+  u = σ(-ℓ)) with one sigmoid per unit instead of two logarithms.
+  """
+  return tf.stop_gradient(tf.cast(u > tf.sigmoid(-logits), tf.float32))
 
 
 def relaxed_sample(logits, u, temperature, muprop_relaxation):

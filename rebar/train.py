@@ -252,7 +252,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
 
   last_eval = None
   try:
-    step = int(trainer.step.numpy())
+    step = start_step = int(trainer.step.numpy())
     while step < max_steps:
       epoch, position = divmod(step, spe)
       order = epoch_permutation(seed, epoch, trainer.n_train)
@@ -274,7 +274,8 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
         if eval_freq > 0 and epoch % eval_freq == 0:
           run_eval(step)
           last_eval = step
-    if final_eval and last_eval != step:
+    # A run restarted after it finished trains nothing and evaluates nothing.
+    if final_eval and step > start_step and last_eval != step:
       run_eval(step)
   except KeyboardInterrupt:
     logging.warning('Interrupted: saving a checkpoint at step %d',
