@@ -105,7 +105,8 @@ def main(argv):
   try:
     data.ensure_data(hparams.task, hparams.dynamic_b, FLAGS.data_dir,
                      data.urls_from_flags(), download=FLAGS.download)
-    train, valid, test = data.load_data(hparams, FLAGS.data_dir)
+    train, valid, test = data.load_data(hparams, FLAGS.data_dir,
+                                        compact=True)
   except data.DataError as e:
     fail(str(e))
 
@@ -124,7 +125,8 @@ def main(argv):
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)
   try:
-    model = models.build_model(hparams, train.mean(axis=0), seed)
+    model = models.build_model(
+        hparams, train.mean(axis=0, dtype=np.float32), seed)
   except NotImplementedError as e:
     fail(str(e))
   if FLAGS.eval_images > 0:

@@ -5,9 +5,10 @@
 For each model and the three configurations of the reference table (batch 24,
 learning rate 0.0003, task sbn: one linear layer, two linear layers, one
 nonlinear layer) it runs a fresh process that loads MNIST, builds the model,
-compiles and warms up (50 steps), then times REPEATS blocks of STEPS training
-steps, and reports the median and spread of milliseconds per step, the first
-call's time (compilation included) and the process's peak resident memory.
+compiles and warms up (50 + STEPS steps), then times REPEATS blocks of STEPS
+training steps, and reports the median and spread of milliseconds per step,
+the warm-up time (compilation included) and the process's peak resident
+memory.
 Times are normalised by `machine_ref_ms` of ../shared/bench/machine_ref.py,
 run in the same benchmark before and after the cells, so that they compare
 with the reference table (taken where machine_ref printed 1.2 ms).
@@ -74,18 +75,23 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
   order = train.epoch_permutation(0, 0, trainer.n_train)
   bs = hparams.batch_size
 
+  order = np.tile(order, -(-(warmup + (repeats + 1) * steps) * bs
+                          // len(order)))  # large batches wrap around
+
   def block(start, n):
     rows = order[start * bs:(start + n) * bs]
     return tf.constant(rows.reshape(n, bs).astype(np.int32))
 
-  # The first call compiles (and runs the warm-up steps).
+  # The first two calls compile (XLA compiles on the second call of a
+  # tf.function here) and run the warm-up steps.
   start = time.perf_counter()
   trainer.run_block(block(0, warmup))
+  trainer.run_block(block(warmup, steps))
   trainer.step.numpy()
   first_call_s = time.perf_counter() - start
   per_step = []
   for i in range(repeats):
-    batches = block(warmup + i * steps, steps)
+    batches = block(warmup + (i + 1) * steps, steps)
     start = time.perf_counter()
     trainer.run_block(batches)
     trainer.step.numpy()

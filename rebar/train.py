@@ -17,7 +17,7 @@ from tensorflow.core.framework import summary_pb2
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
 # sample count.
-EVAL_ROWS_PER_CALL = 10000
+EVAL_ROWS_PER_CALL = 5000
 # Importance samples per evaluation call; larger counts are taken in groups.
 EVAL_SAMPLE_GROUP = 100
 
@@ -38,8 +38,9 @@ class Trainer(tf.Module):
 
   Args:
     model: an SBNModel.
-    train: [n_train, D] float32 numpy array (0/1, or grey levels when
-      `dynamic_b`, which binarizes each batch afresh: x = 1[uniform < grey]).
+    train: [n_train, D] numpy array, float32 or uint8 (0/1, or grey levels
+      when `dynamic_b`, which binarizes each batch afresh:
+      x = 1[uniform < grey]).
     block_size: training steps per compiled call.
     jit_compile: compile the block with XLA (fuses the many small ops of a
       step; see README, Speed).
@@ -52,10 +53,14 @@ class Trainer(tf.Module):
     self.n_train = train.shape[0]
     self.block_size = block_size
     # Binary data is kept as uint8 (4x less memory); it is cast per batch.
-    if not self.dynamic_b and np.all((train == 0) | (train == 1)):
+    if train.dtype == np.uint8:
+      if train.max() > 1:
+        raise ValueError('uint8 training data must be 0/1')
+      self.train_data = tf.constant(train)
+    elif not self.dynamic_b and np.array_equal(train, train > 0.5):
       self.train_data = tf.constant(train.astype(np.uint8))
     else:
-      self.train_data = tf.constant(train.astype(np.float32))
+      self.train_data = tf.constant(train, tf.float32)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     n_printed = len(model.printed_names)
     self.acc_printed = tf.Variable(tf.zeros([n_printed]), trainable=False,
@@ -147,7 +152,7 @@ def evaluate(iw_bound_fn, data, n_samples):
   chunk = max(1, EVAL_ROWS_PER_CALL // EVAL_SAMPLE_GROUP)
   bounds, elbos = [], []
   for start in range(0, data.shape[0], chunk):
-    x = tf.constant(data[start:start + chunk])
+    x = tf.constant(data[start:start + chunk], tf.float32)
     group_bounds, group_elbos = zip(*[
         (b.numpy(), f.numpy()) for b, f in (iw_bound_fn(x)
                                            for _ in range(groups))])
