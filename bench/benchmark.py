@@ -68,8 +68,10 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
   from rebar import data, models, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
   hparams = parse_hparams(hparams_text)
-  train_x, _, _ = data.load_data(hparams, data_dir)
-  model = models.build_model(hparams, train_x.mean(axis=0), 0)
+  # As rebar_train loads it: binary sets as uint8.
+  train_x, _, _ = data.load_data(hparams, data_dir, compact=True)
+  model = models.build_model(
+      hparams, train_x.mean(axis=0, dtype=np.float32), 0)
   trainer = train.Trainer(model, train_x)
   del train_x
   order = train.epoch_permutation(0, 0, trainer.n_train)
@@ -128,13 +130,14 @@ def machine_ref_ms():
 
 def time_evaluation(data_dir, n_images, samples_list, repeats=1):
   """Seconds for the importance-weighted bound on n_images per sample count."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from rebar import data, models, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
   hparams = parse_hparams('model=SBN')
-  train_x, valid, test = data.load_data(hparams, data_dir)
-  images = tf.concat([valid, test], axis=0).numpy()[:n_images]
-  model = models.build_model(hparams, train_x.mean(axis=0), 0)
+  train_x, valid, test = data.load_data(hparams, data_dir, compact=True)
+  images = np.concatenate([valid, test], axis=0)[:n_images]
+  model = models.build_model(
+      hparams, train_x.mean(axis=0, dtype=np.float32), 0)
   fn = train.make_iw_bound_fn(model, hparams.n_input)
   train.evaluate(fn, images[:200], 100)  # compile
   out = {}

@@ -38,9 +38,13 @@ class Adam(tf.Module):
     for var, m, v, g in zip(self.variables_list, self.m, self.v, grads):
       if g is None:
         g = tf.zeros_like(var)
-      m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
-      v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-      var.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+      # New moments as values first, so that XLA updates var, m and v in
+      # one pass over memory instead of re-reading the assigned slots.
+      m_new = self.beta1 * m + (1.0 - self.beta1) * g
+      v_new = self.beta2 * v + (1.0 - self.beta2) * tf.square(g)
+      var.assign_sub(alpha * m_new / (tf.sqrt(v_new) + self.epsilon))
+      m.assign(m_new)
+      v.assign(v_new)
 
 
 class GradVarianceTracker(tf.Module):
@@ -65,7 +69,10 @@ class GradVarianceTracker(tf.Module):
     total = 0.0
     for g, ema_g, ema_g2 in zip(grads, self.ema_g, self.ema_g2):
       g = tf.zeros_like(ema_g) if g is None else g
-      ema_g.assign(self.decay * ema_g + (1.0 - self.decay) * g)
-      ema_g2.assign(self.decay * ema_g2 + (1.0 - self.decay) * tf.square(g))
-      total += tf.reduce_sum(ema_g2 - tf.square(ema_g))
+      # From the new values, not the assigned variables: one pass (XLA).
+      g_new = self.decay * ema_g + (1.0 - self.decay) * g
+      g2_new = self.decay * ema_g2 + (1.0 - self.decay) * tf.square(g)
+      total += tf.reduce_sum(g2_new - tf.square(g_new))
+      ema_g.assign(g_new)
+      ema_g2.assign(g2_new)
     return total / self.size
