@@ -669,8 +669,12 @@ class SBNTrackGradVariances(SBNModel):
             + tuple('deviation_' + n for n in self.ESTIMATOR_NAMES)
             + ('log_mean_squared_mean_gradient',))
 
+  @property
+  def dynamic_rebar(self):
+    return self.estimators[self.ESTIMATOR_NAMES.index('DynamicREBAR')]
+
   def temperature(self):
-    return self.estimators[3].temperature()
+    return self.dynamic_rebar.temperature()
 
   def estimate(self, x, noise):
     """SimpleMuProp's (model_grads, aux_grads, printed): the applied one."""
@@ -685,12 +689,12 @@ class SBNTrackGradVariances(SBNModel):
     x = tf.tile(x, [self.hparams.n_samples, 1])
     noise = self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
     results = self.estimate_all(x, noise)
-    dynamic = self.estimators[3]
+    dynamic = self.dynamic_rebar
     # Figures from the EMAs before this step's update.
     emas = [[tf.identity(v) for v in t.ema_g] for t in self.trackers]
     emas2 = [[tf.identity(v) for v in t.ema_g2] for t in self.trackers]
     mean_ema = [tf.add_n(list(vs)) / len(emas) for vs in zip(*emas)]
-    size = float(self.tracker.size)
+    size = float(self.trackers[0].size)
 
     def mean_all(tensors):
       return tf.add_n([tf.reduce_sum(t) for t in tensors]) / size
