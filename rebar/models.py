@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from rebar import estimators
 from rebar.networks import Dense
-from rebar.optim import Adam, GradVarianceTracker
+from rebar.optim import (Adam, GradVarianceTracker,
+                         MultiEstimatorVarianceTracker)
 from rebar.sbn import (SBNNetwork, conditional_noise, logistic_sample,
                        relaxed_sampler)
 
@@ -510,7 +511,10 @@ class SBNModel(tf.Module):
     self.aux_optimizer = Adam(
         self.aux_variables, self.aux_learning_rate_scale * hparams.learning_rate,
         beta2=hparams.beta2, name='aux_adam')
-    self.tracker = GradVarianceTracker(self.model_variables)
+    self.tracker = self.build_tracker()
+
+  def build_tracker(self):
+    return GradVarianceTracker(self.model_variables)
 
   # Learning-rate multiple of the auxiliary Adam.
   aux_learning_rate_scale = AUX_LEARNING_RATE_SCALE
@@ -522,7 +526,7 @@ class SBNModel(tf.Module):
   def printed_names(self):
     return self.estimators[0].printed_names
 
-  # Names of the variance figures train_step returns; one unnamed figure for
+  # Names of the variance figures take_accumulated returns; one unnamed figure for
   # every model but SBNTrackGradVariances.
   variance_names = None
 
@@ -534,14 +538,30 @@ class SBNModel(tf.Module):
     """(model_grads, aux_grads, printed) for rows x [B, D] and noise."""
     return self.estimators[0].estimate(Step(self.network, x, noise))
 
-  def train_step(self, x):
-    """One update on a batch [batch, D]; returns (printed, [variance])."""
+  def sample_step_inputs(self, x):
+    """The step's rows (each batch row n_samples times) and its noise."""
     x = tf.tile(x, [self.hparams.n_samples, 1])
-    noise = self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
-    model_grads, aux_grads, printed = self.estimate(x, noise)
+    return x, self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
+
+  def train_step(self, x):
+    """One update on a batch [batch, D]; returns the printed values [P].
+
+    The variance figures are accumulated by the tracker; see
+    `take_accumulated`.
+    """
+    model_grads, aux_grads, printed = self.estimate(*self.sample_step_inputs(x))
     self.model_optimizer.apply(model_grads)
     self.aux_optimizer.apply(aux_grads)
-    return printed, tf.stack([self.tracker.update(model_grads)])
+    self.tracker.update(model_grads)
+    return printed
+
+  def take_accumulated(self):
+    """Sums over the steps since the last call of what is accumulated per
+    parameter rather than returned per step: (printed [P], variances [V]).
+    The trainer adds them to the sums of train_step's values once per block.
+    """
+    return (tf.zeros([len(self.printed_names)]),
+            tf.stack([self.tracker.take()]))
 
   def iw_bound(self, x, n_samples):
     """Importance-weighted bound per image with `n_samples` hard samples.
@@ -658,9 +678,6 @@ class SBNTrackGradVariances(SBNModel):
       self.ESTIMATOR_NAMES = self.ESTIMATOR_NAMES + ('RELAX',)
     self.variance_names = tuple(sorted(self.ESTIMATOR_NAMES))
     super().__init__(hparams, mean_xs, seed)
-    self.trackers = [GradVarianceTracker(self.model_variables,
-                                         name='grad_variance_' + name)
-                     for name in self.ESTIMATOR_NAMES]
 
   @property
   def printed_names(self):
@@ -685,37 +702,28 @@ class SBNTrackGradVariances(SBNModel):
     step = Step(self.network, x, noise)
     return [e.estimate(step) for e in self.estimators]
 
+  def build_tracker(self):
+    return MultiEstimatorVarianceTracker(self.model_variables,
+                                         self.ESTIMATOR_NAMES)
+
   def train_step(self, x):
-    x = tf.tile(x, [self.hparams.n_samples, 1])
-    noise = self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
-    results = self.estimate_all(x, noise)
-    dynamic = self.dynamic_rebar
-    # Figures from the EMAs before this step's update.
-    emas = [[tf.identity(v) for v in t.ema_g] for t in self.trackers]
-    emas2 = [[tf.identity(v) for v in t.ema_g2] for t in self.trackers]
-    mean_ema = [tf.add_n(list(vs)) / len(emas) for vs in zip(*emas)]
-    size = float(self.trackers[0].size)
-
-    def mean_all(tensors):
-      return tf.add_n([tf.reduce_sum(t) for t in tensors]) / size
-
-    variances = tf.stack([
-        mean_all([g2 - tf.square(m) for g2, m in zip(e2, mean_ema)])
-        for e2 in emas2])
-    deviations = [mean_all([tf.square(g - m) for g, m in zip(e, mean_ema)])
-                  for e in emas]
-    log_mean_square = tf.math.log(mean_all([tf.square(m) for m in mean_ema]))
-    with tf.control_dependencies([variances, log_mean_square] + deviations):
-      for tracker, (model_grads, _, _) in zip(self.trackers, results):
-        tracker.update(model_grads)
+    results = self.estimate_all(*self.sample_step_inputs(x))
+    # Figures from the EMAs before this step's update (inside update).
+    log_mean_square = self.tracker.update([grads for grads, _, _ in results])
     applied = results[self.ESTIMATOR_NAMES.index(self.APPLIED)][0]
     self.model_optimizer.apply(applied)
     self.aux_optimizer.apply([g for _, aux, _ in results for g in aux])
+    dynamic = self.dynamic_rebar
     temperature_gradient = dynamic.last_temperature_gradient
-    printed = tf.stack([
-        tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
-        temperature_gradient, tf.square(temperature_gradient)]
-                       + deviations + [log_mean_square])
+    # The deviations are accumulated by the tracker (take_accumulated).
+    return tf.concat([
+        tf.stack([tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
+                  temperature_gradient, tf.square(temperature_gradient)]),
+        tf.zeros([len(self.ESTIMATOR_NAMES)]), [log_mean_square]], axis=0)
+
+  def take_accumulated(self):
+    variances, deviations = self.tracker.take()
+    printed = tf.concat([tf.zeros([4]), deviations, tf.zeros([1])], axis=0)
     order = [self.ESTIMATOR_NAMES.index(n) for n in self.variance_names]
     return printed, tf.gather(variances, order)
 

@@ -82,11 +82,13 @@ class Trainer(tf.Module):
       if self.dynamic_b:
         x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
                     tf.float32)
-      printed, variance = self.model.train_step(x)
-      self.acc_printed.assign_add(printed)
-      self.acc_variance.assign_add(variance)
+      self.acc_printed.assign_add(self.model.train_step(x))
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
+    # What the model accumulates per parameter is reduced once per block.
+    printed, variance = self.model.take_accumulated()
+    self.acc_printed.assign_add(printed)
+    self.acc_variance.assign_add(variance)
 
   def run_block(self, batch_indices):
     """One training step per row of `batch_indices` [n_steps, batch].

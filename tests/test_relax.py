@@ -121,5 +121,7 @@ def test_track_grad_variances_with_relax_reports_six_estimators():
   assert model.variance_names == ('DynamicREBAR', 'MuProp', 'NVIL', 'REBAR',
                                   'RELAX', 'SimpleMuProp')
   x = tf.constant(enumeration.tiny_batch(model))
-  printed, variances = model.train_step(x)
-  assert printed.shape == (4 + 6 + 1,) and variances.shape == (6,)
+  printed = model.train_step(x)
+  accumulated, variances = model.take_accumulated()
+  assert printed.shape == accumulated.shape == (4 + 6 + 1,)
+  assert variances.shape == (6,)
