@@ -17,7 +17,7 @@ import tensorflow as tf
 from rebar import estimators
 from rebar.networks import Dense
 from rebar.optim import (Adam, GradVarianceTracker,
-                         MultiEstimatorVarianceTracker)
+                         MultiEstimatorVarianceTracker, total_sum)
 from rebar.sbn import (SBNNetwork, conditional_noise, logistic_sample,
                        relaxed_sampler)
 
@@ -318,7 +318,8 @@ class RebarEstimator(Estimator):
             for v in self.network.variables_in_order]
 
   def _mean_over_params(self, a, b):
-    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)]) / self.n_params
+    """mean over all parameters of a ⊙ b (aligned lists)."""
+    return total_sum([x * y for x, y in zip(a, b)]) / self.n_params
 
   def estimate(self, step):
     aux_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
@@ -342,8 +343,9 @@ class RebarEstimator(Estimator):
       grad_f = self.model_gradient(step, reinforce_part)
       grad_score = self.recognition_gradient(step, score)
       grad_reparam = self.recognition_gradient(step, reparam)
-      grads = [g_f + eta * (g_s + g_r) for g_f, g_s, g_r, eta
-               in zip(grad_f, grad_score, grad_reparam, etas)]
+      # g = ∂F/∂θ + η ⊙ ∂h/∂θ, h the control variate.
+      grad_h = [g_s + g_r for g_s, g_r in zip(grad_score, grad_reparam)]
+      grads = [g_f + eta * g_h for g_f, g_h, eta in zip(grad_f, grad_h, etas)]
       variance = self._mean_over_params(grads, grads)
       if self.dynamic:
         with step.tape:
@@ -357,12 +359,19 @@ class RebarEstimator(Estimator):
         reparam_t = 2.0 * self._mean_over_params(
             [tf.stop_gradient(g) for g in grads],
             [eta * g for eta, g in zip(etas, grad_reparam)])
-    aux_grads = aux_tape.gradient(variance, self.aux_variables)
+    # ∂V/∂η_j = 2/N Σ g_j ⊙ ∂h/∂θ_j, formed directly (autodiff would emit it
+    # as a slow reduction per variable); the baseline's by autodiff.
+    variance_eta_grads = [
+        2.0 * self._mean_over_params([g], [g_h])
+        for g, g_h in zip(grads, grad_h)]
+    aux_grads = (aux_tape.gradient(variance, self.baseline.variables_in_order)
+                 + aux_tape.gradient(etas, self.eta_w,
+                                     output_gradients=variance_eta_grads))
     printed = [tf.reduce_mean(step.hard.elbo)]
     if self.dynamic:
       temperature_gradient = r_part + aux_tape.gradient(reparam_t,
                                                         self.log_temperature)
-      aux_grads[-1] = temperature_gradient
+      aux_grads.append(temperature_gradient)
       self.last_temperature_gradient = temperature_gradient
       printed.append(tf.exp(self.log_temperature))
     del aux_tape

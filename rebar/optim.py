@@ -51,8 +51,21 @@ def _ema(decay, old, new):
   return decay * old + (1.0 - decay) * new
 
 
-def _sum_all(tensors):
-  return tf.add_n([tf.reduce_sum(t) for t in tensors])
+def total_sum(tensors):
+  """Σ of every element of every tensor in the list; a scalar.
+
+  Matrices are summed as a matrix-vector product with ones, then over the
+  short result: the same sum, but XLA's CPU backend emits the product as a
+  vectorised kernel, about 5 times faster than its reduction loop over a
+  200x784 matrix (README, Speed). Per-step reductions over all parameters
+  (variance objectives, tracked figures) go through here.
+  """
+  total = []
+  for t in tensors:
+    if t.shape.rank == 2:
+      t = tf.linalg.matvec(t, tf.ones([t.shape[1]], t.dtype))
+    total.append(tf.reduce_sum(t))
+  return tf.add_n(total)
 
 
 class GradVarianceTracker(tf.Module):
@@ -95,7 +108,7 @@ class GradVarianceTracker(tf.Module):
 
   def take(self):
     """Σ over the steps since the last call of the per-step figure; resets."""
-    total = _sum_all(self.accumulated) / self.size
+    total = total_sum(self.accumulated) / self.size
     with tf.control_dependencies([total]):
       for acc in self.accumulated:
         acc.assign(tf.zeros_like(acc))
@@ -140,7 +153,7 @@ class MultiEstimatorVarianceTracker(tf.Module):
     k = float(len(self.names))
     means = [tf.add_n([e.read_value() for e in per_variable]) / k
              for per_variable in zip(*self.ema_g)]
-    mean_square = _sum_all([tf.square(m) for m in means])
+    mean_square = total_sum([tf.square(m) for m in means])
     self.sum_mean_square.assign_add(mean_square)
     for grads, ema_g, ema_g2, sum_g2, sum_dev in zip(
         grads_per_estimator, self.ema_g, self.ema_g2, self.sum_ema_g2,
@@ -158,9 +171,9 @@ class MultiEstimatorVarianceTracker(tf.Module):
   def take(self):
     """(Σ_steps variance_k [K], Σ_steps deviation_k [K]) since the last
     call; resets the accumulators."""
-    variances = tf.stack([(_sum_all(s2) - self.sum_mean_square) / self.size
+    variances = tf.stack([(total_sum(s2) - self.sum_mean_square) / self.size
                           for s2 in self.sum_ema_g2])
-    deviations = tf.stack([_sum_all(dev) / self.size
+    deviations = tf.stack([total_sum(dev) / self.size
                            for dev in self.sum_deviation])
     with tf.control_dependencies([variances, deviations]):
       for acc in [a for per in self.sum_ema_g2 + self.sum_deviation

@@ -128,8 +128,9 @@ def test_check_has_power_rebar_without_relaxed_conditional_term(monkeypatch):
   assert np.abs(z).max() > BIASED_ABOVE, per_variable(z, slices)
 
 
-def nested_autodiff_temperature_gradient(model, x, noise):
-  """∂V/∂t by nested autodiff, V = mean over parameters of g².
+def nested_autodiff_variance_gradient(model, x, noise):
+  """∂V/∂(auxiliary variables) by nested autodiff, V = mean over parameters
+  of g², aligned with the estimator's aux_variables.
 
   The score term's f~_v is stopped with respect to the model parameters only
   (it is computed while the inner tape is paused), so the outer tape still
@@ -142,13 +143,13 @@ def nested_autodiff_temperature_gradient(model, x, noise):
   relax = hparams.muprop_relaxation
   zero = tf.UnconnectedGradients.ZERO
   with tf.GradientTape() as outer:
-    outer.watch(est.log_temperature)
+    outer.watch(est.aux_variables)
     with tf.GradientTape(persistent=True) as inner:
       hard = net.hard_pass(x, noise)
       reinforce = -tf.reduce_mean(
           (tf.stop_gradient(hard.elbo) - est.baseline(x))
           * tf.add_n(hard.log_q) + hard.model_term)
-      temperature = tf.exp(est.log_temperature)
+      temperature = est.temperature()
       v = [conditional_noise(l, u) for l, u in zip(hard.logits, noise)]
       if hparams.quadratic:
         starts = range(net.n_layer)
@@ -177,7 +178,13 @@ def nested_autodiff_temperature_gradient(model, x, noise):
         inner.gradient(h, variables, unconnected_gradients=zero), etas)]
     variance = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]) / float(
         sum(int(tf.size(v)) for v in variables))
-  return outer.gradient(variance, est.log_temperature)
+  return outer.gradient(variance, est.aux_variables,
+                        unconnected_gradients=zero)
+
+
+def nested_autodiff_temperature_gradient(model, x, noise):
+  """∂V/∂t by nested autodiff (see nested_autodiff_variance_gradient)."""
+  return nested_autodiff_variance_gradient(model, x, noise)[-1]
 
 
 @pytest.mark.parametrize('text', [
@@ -192,6 +199,30 @@ def test_dynamic_rebar_temperature_gradient_matches_nested_autodiff(text):
   nested = nested_autodiff_temperature_gradient(model, x, noise).numpy()
   assert abs(nested) > 1e-4
   np.testing.assert_allclose(hand_built, nested, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize('text', [
+    'model=SBNRebar,n_layer=1', 'model=SBNRebar,n_layer=2,quadratic_fix=true',
+    'model=SBNDynamicRebar,n_layer=2,quadratic=false'])
+def test_rebar_baseline_and_eta_gradients_match_nested_autodiff(text):
+  """The estimator forms ∂V/∂η by hand (2/N Σ g ⊙ (g_s + g_r)) and gets the
+  baseline's by autodiff; both must equal differentiating V directly."""
+  model = enumeration.tiny_model(text, seed=5)
+  est = model.estimators[0]
+  x = tf.constant(np.tile(enumeration.tiny_batch(model), (4, 1)))
+  noise = model.network.sample_noise(model.noise_generator, 12)
+  applied = model.estimate(x, noise)[1]
+  expected = nested_autodiff_variance_gradient(model, x, noise)
+  n = len(est.baseline.variables_in_order) + len(est.eta_w)
+  for var, a, e in list(zip(est.aux_variables, applied, expected))[:n]:
+    np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=2e-3, atol=1e-6,
+                               err_msg=var.name)
+  recognition_etas = [e for v, e in zip(model.model_variables,
+                                        expected[-len(est.eta_w):]
+                                        if not est.dynamic else
+                                        expected[-len(est.eta_w) - 1:-1])
+                      if v.name.startswith('q_')]
+  assert max(abs(float(e)) for e in recognition_etas) > 1e-4
 
 
 @pytest.fixture(scope='module')
