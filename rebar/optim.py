@@ -72,12 +72,11 @@ class GradVarianceTracker(tf.Module):
   """EMAs of g and g² (decay 0.999, started at zero, no bias correction).
 
   The per-step figure is `mean(ema(g²) - ema(g)²)` after the step's update,
-  the mean taken over every element of every gradient (reference section 5).
-  The trainer needs only its sum over the steps of an epoch, so `update`
-  adds `ema(g²) - ema(g)²` to a per-element accumulator and `take()` sums it
-  once per block of steps: the same sum, but one reduction over the
-  parameters per block instead of one per step (XLA's CPU reductions cost
-  several element-wise passes each; see README, Speed).
+  the mean taken over every element of every gradient (reference section
+  5). Only Σ_n ema(g²)_n enters it, and the EMA is linear, so that sum is
+  kept as the EMA of Σ_n g_n² (one scalar, `ema_g2_sum`) rather than as an
+  array: the same quantity with one array fewer to read and write per step.
+  The figures are summed in `sum_figure` until `take()`.
   """
 
   def __init__(self, variables, decay=0.999, name='grad_variance'):
@@ -86,47 +85,47 @@ class GradVarianceTracker(tf.Module):
     self.ema_g = [tf.Variable(tf.zeros_like(v), trainable=False,
                               name=name + '/g%d' % i)
                   for i, v in enumerate(variables)]
-    self.ema_g2 = [tf.Variable(tf.zeros_like(v), trainable=False,
-                               name=name + '/g2_%d' % i)
-                   for i, v in enumerate(variables)]
-    self.accumulated = [tf.Variable(tf.zeros_like(v), trainable=False,
-                                    name=name + '/acc%d' % i)
-                        for i, v in enumerate(variables)]
+    self.ema_g2_sum = tf.Variable(0.0, trainable=False, name=name + '/g2_sum')
+    self.sum_figure = tf.Variable(0.0, trainable=False, name=name + '/acc')
     self.size = sum(int(tf.size(v)) for v in variables)
 
   def update(self, grads):
     """One step's EMA update; `grads` aligned with the variables (None = 0)."""
-    for g, ema_g, ema_g2, acc in zip(grads, self.ema_g, self.ema_g2,
-                                     self.accumulated):
-      g = tf.zeros_like(ema_g) if g is None else g
-      # From the new values, not the assigned variables: one pass (XLA).
-      g_new = _ema(self.decay, ema_g, g)
-      g2_new = _ema(self.decay, ema_g2, tf.square(g))
-      acc.assign_add(g2_new - tf.square(g_new))
-      ema_g.assign(g_new)
-      ema_g2.assign(g2_new)
+    grads = [tf.zeros_like(e) if g is None else g
+             for g, e in zip(grads, self.ema_g)]
+    g2_sum = _ema(self.decay, self.ema_g2_sum,
+                  total_sum([tf.square(g) for g in grads]))
+    # From the new values, not the assigned variables: one pass (XLA).
+    new = [_ema(self.decay, e, g) for e, g in zip(self.ema_g, grads)]
+    self.sum_figure.assign_add(
+        (g2_sum - total_sum([tf.square(e) for e in new])) / self.size)
+    self.ema_g2_sum.assign(g2_sum)
+    for e, value in zip(self.ema_g, new):
+      e.assign(value)
 
   def take(self):
     """Σ over the steps since the last call of the per-step figure; resets."""
-    total = total_sum(self.accumulated) / self.size
+    total = self.sum_figure.read_value()
     with tf.control_dependencies([total]):
-      for acc in self.accumulated:
-        acc.assign(tf.zeros_like(acc))
+      self.sum_figure.assign(0.0)
     return total
 
 
 class MultiEstimatorVarianceTracker(tf.Module):
   """The figures of SBNTrackGradVariances (reference 6.8) for K estimators.
 
-  Per estimator k, EMAs of g_k and g_k² (as GradVarianceTracker). With
+  Per estimator k, EMAs of g_k and g_k² (decay 0.999, from zero). With
   μ = mean_k ema(g_k), read before this step's update:
     variance_k  = mean(ema(g_k²) - μ²),
     deviation_k = mean((ema(g_k) - μ)²),
     log mean(μ²).
-  `update` returns the last per step (its epoch mean is a mean of logs, so
-  it needs a per-step reduction); the sums over steps of the first two are
-  accumulated per element and returned by `take()`, as in
-  GradVarianceTracker.
+  Only Σ_n ema(g_k²)_n enters, and the EMA is linear, so that sum is kept
+  as the EMA of Σ_n g_k,n² (one scalar per estimator, `ema_g2_sum`) rather
+  than as an array per estimator: the same quantity, with K arrays fewer to
+  read and write each step. `update` returns log mean(μ²) (its epoch mean is
+  a mean of logs); the sums over steps of the variances (scalars) and of the
+  deviations (accumulated per element, reduced once per block, as in
+  GradVarianceTracker) are returned by `take()`.
   """
 
   def __init__(self, variables, names, decay=0.999,
@@ -141,43 +140,42 @@ class MultiEstimatorVarianceTracker(tf.Module):
                for i, v in enumerate(variables)] for n in self.names]
 
     self.ema_g = slots('g')
-    self.ema_g2 = slots('g2_')
-    self.sum_ema_g2 = slots('acc_g2_')
     self.sum_deviation = slots('acc_dev_')
-    self.sum_mean_square = tf.Variable(0.0, trainable=False,
-                                       name=name + '/acc_mean_square')
+    k = len(self.names)
+    self.ema_g2_sum = tf.Variable(tf.zeros([k]), trainable=False,
+                                  name=name + '/g2_sum')
+    self.sum_variance = tf.Variable(tf.zeros([k]), trainable=False,
+                                    name=name + '/acc_variance')
     self.size = sum(int(tf.size(v)) for v in variables)
 
   def update(self, grads_per_estimator):
     """grads_per_estimator: K lists of gradients; returns log mean(μ²)."""
     k = float(len(self.names))
-    means = [tf.add_n([e.read_value() for e in per_variable]) / k
-             for per_variable in zip(*self.ema_g)]
+    old = [[e.read_value() for e in per] for per in self.ema_g]
+    means = [tf.add_n(list(per_variable)) / k for per_variable in zip(*old)]
     mean_square = total_sum([tf.square(m) for m in means])
-    self.sum_mean_square.assign_add(mean_square)
-    for grads, ema_g, ema_g2, sum_g2, sum_dev in zip(
-        grads_per_estimator, self.ema_g, self.ema_g2, self.sum_ema_g2,
-        self.sum_deviation):
-      for g, e, e2, s2, dev, m in zip(grads, ema_g, ema_g2, sum_g2, sum_dev,
-                                      means):
-        g = tf.zeros_like(e) if g is None else g
-        old_e, old_e2 = e.read_value(), e2.read_value()
-        s2.assign_add(old_e2)
-        dev.assign_add(tf.square(old_e - m))
-        e.assign(_ema(self.decay, old_e, g))
-        e2.assign(_ema(self.decay, old_e2, tf.square(g)))
+    self.sum_variance.assign_add((self.ema_g2_sum - mean_square) / self.size)
+    sum_g2 = []
+    for grads, ema_g, old_e, sum_dev in zip(
+        grads_per_estimator, self.ema_g, old, self.sum_deviation):
+      grads = [tf.zeros_like(e) if g is None else g
+               for g, e in zip(grads, old_e)]
+      sum_g2.append(total_sum([tf.square(g) for g in grads]))
+      for g, e, e_old, dev, m in zip(grads, ema_g, old_e, sum_dev, means):
+        dev.assign_add(tf.square(e_old - m))
+        e.assign(_ema(self.decay, e_old, g))
+    self.ema_g2_sum.assign(_ema(self.decay, self.ema_g2_sum,
+                                tf.stack(sum_g2)))
     return tf.math.log(mean_square / self.size)
 
   def take(self):
     """(Σ_steps variance_k [K], Σ_steps deviation_k [K]) since the last
-    call; resets the accumulators."""
-    variances = tf.stack([(total_sum(s2) - self.sum_mean_square) / self.size
-                          for s2 in self.sum_ema_g2])
+    call; resets the sums."""
+    variances = self.sum_variance.read_value()
     deviations = tf.stack([total_sum(dev) / self.size
                            for dev in self.sum_deviation])
     with tf.control_dependencies([variances, deviations]):
-      for acc in [a for per in self.sum_ema_g2 + self.sum_deviation
-                  for a in per]:
+      for acc in [a for per in self.sum_deviation for a in per]:
         acc.assign(tf.zeros_like(acc))
-      self.sum_mean_square.assign(0.0)
+      self.sum_variance.assign(tf.zeros_like(self.sum_variance))
     return variances, deviations
