@@ -67,6 +67,9 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rebar import data, models, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
+  # The thread pools rebar_train sets (one thread per core in each).
+  tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
+  tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count())
   hparams = parse_hparams(hparams_text)
   # As rebar_train loads it: binary sets as uint8.
   train_x, _, _ = data.load_data(hparams, data_dir, compact=True)
