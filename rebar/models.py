@@ -535,8 +535,8 @@ class SBNModel(tf.Module):
   def printed_names(self):
     return self.estimators[0].printed_names
 
-  # Names of the variance figures take_accumulated returns; one unnamed figure for
-  # every model but SBNTrackGradVariances.
+  # Names of the variance figures take_accumulated returns; one unnamed
+  # figure for every model but SBNTrackGradVariances.
   variance_names = None
 
   def temperature(self):
@@ -565,8 +565,8 @@ class SBNModel(tf.Module):
     return printed
 
   def take_accumulated(self):
-    """Sums over the steps since the last call of what is accumulated per
-    parameter rather than returned per step: (printed [P], variances [V]).
+    """Sums over the steps since the last call of what the tracker
+    accumulates rather than train_step returns: (printed [P], variances [V]).
     The trainer adds them to the sums of train_step's values once per block.
     """
     return (tf.zeros([len(self.printed_names)]),
@@ -725,14 +725,19 @@ class SBNTrackGradVariances(SBNModel):
     dynamic = self.dynamic_rebar
     temperature_gradient = dynamic.last_temperature_gradient
     # The deviations are accumulated by the tracker (take_accumulated).
-    return tf.concat([
-        tf.stack([tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
-                  temperature_gradient, tf.square(temperature_gradient)]),
-        tf.zeros([len(self.ESTIMATOR_NAMES)]), [log_mean_square]], axis=0)
+    return self._printed(
+        [tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
+         temperature_gradient, tf.square(temperature_gradient)],
+        tf.zeros([len(self.ESTIMATOR_NAMES)]), log_mean_square)
+
+  def _printed(self, head, deviations, log_mean_square):
+    """The printed vector (printed_names) from its three parts."""
+    return tf.concat([tf.stack(head), deviations, [log_mean_square]], axis=0)
 
   def take_accumulated(self):
     variances, deviations = self.tracker.take()
-    printed = tf.concat([tf.zeros([4]), deviations, tf.zeros([1])], axis=0)
+    head = [0.0] * (len(self.printed_names) - len(self.ESTIMATOR_NAMES) - 1)
+    printed = self._printed(head, deviations, 0.0)
     order = [self.ESTIMATOR_NAMES.index(n) for n in self.variance_names]
     return printed, tf.gather(variances, order)
 

@@ -8,6 +8,11 @@ the update is visible (TF1's AdamOptimizer update, which Keras' matches:
 import tensorflow as tf
 
 
+def dense_gradients(grads, like):
+  """`grads` with None (unconnected) replaced by zeros shaped as `like`."""
+  return [tf.zeros_like(x) if g is None else g for g, x in zip(grads, like)]
+
+
 class Adam(tf.Module):
   """Adam over a fixed list of variables."""
 
@@ -35,9 +40,8 @@ class Adam(tf.Module):
     t = tf.cast(self.iterations.assign_add(1), tf.float32)
     alpha = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta2, t))
              / (1.0 - tf.pow(self.beta1, t)))
+    grads = dense_gradients(grads, self.variables_list)
     for var, m, v, g in zip(self.variables_list, self.m, self.v, grads):
-      if g is None:
-        g = tf.zeros_like(var)
       # New moments as values first, so that XLA updates var, m and v in
       # one pass over memory instead of re-reading the assigned slots.
       m_new = self.beta1 * m + (1.0 - self.beta1) * g
@@ -91,8 +95,7 @@ class GradVarianceTracker(tf.Module):
 
   def update(self, grads):
     """One step's EMA update; `grads` aligned with the variables (None = 0)."""
-    grads = [tf.zeros_like(e) if g is None else g
-             for g, e in zip(grads, self.ema_g)]
+    grads = dense_gradients(grads, self.ema_g)
     g2_sum = _ema(self.decay, self.ema_g2_sum,
                   total_sum([tf.square(g) for g in grads]))
     # From the new values, not the assigned variables: one pass (XLA).
@@ -158,8 +161,7 @@ class MultiEstimatorVarianceTracker(tf.Module):
     sum_g2 = []
     for grads, ema_g, old_e, sum_dev in zip(
         grads_per_estimator, self.ema_g, old, self.sum_deviation):
-      grads = [tf.zeros_like(e) if g is None else g
-               for g, e in zip(grads, old_e)]
+      grads = dense_gradients(grads, old_e)
       sum_g2.append(total_sum([tf.square(g) for g in grads]))
       for g, e, e_old, dev, m in zip(grads, ema_g, old_e, sum_dev, means):
         dev.assign_add(tf.square(e_old - m))

@@ -85,7 +85,7 @@ class Trainer(tf.Module):
       self.acc_printed.assign_add(self.model.train_step(x))
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
-    # What the model accumulates per parameter is reduced once per block.
+    # What the model's tracker accumulates is read once per block.
     printed, variance = self.model.take_accumulated()
     self.acc_printed.assign_add(printed)
     self.acc_variance.assign_add(variance)
