@@ -572,7 +572,7 @@ class SBNModel(tf.Module):
     return (tf.zeros([len(self.printed_names)]),
             tf.stack([self.tracker.take()]))
 
-  def iw_bound(self, x, n_samples):
+  def iw_bound(self, x, n_samples, noise=None):
     """Importance-weighted bound per image with `n_samples` hard samples.
 
     log(1/K Σ_k exp f_k) for each image, K = n_samples. Rows are laid out
@@ -580,18 +580,25 @@ class SBNModel(tf.Module):
 
     Args:
       x: [n, D] images.
+      n_samples: K.
+      noise: the uniforms of the hard pass (sample_eval_noise), or None to
+        draw them here.
     Returns:
       (bound [n], mean single-sample ELBO [n]).
     """
     n = tf.shape(x)[0]
-    rows = tf.tile(x, [n_samples, 1])
-    noise = self.network.sample_noise(self.eval_generator, tf.shape(rows)[0])
-    # Layer 0's logits depend on the image only: one matmul per image.
-    first_logits = tf.tile(self.network.first_logits(x), [n_samples, 1])
-    f = tf.reshape(self.network.hard_pass(rows, noise, first_logits).elbo,
-                   [n_samples, n])
+    if noise is None:
+      noise = self.sample_eval_noise(x, n_samples)
+    f = tf.reshape(
+        self.network.hard_pass_of_copies(x, noise, n_samples).elbo,
+        [n_samples, n])
     return (tf.reduce_logsumexp(f, axis=0) - math.log(n_samples),
             tf.reduce_mean(f, axis=0))
+
+  def sample_eval_noise(self, x, n_samples):
+    """The uniforms of iw_bound's hard pass: per layer [n_samples * n, H]."""
+    return self.network.sample_noise(self.eval_generator,
+                                     n_samples * tf.shape(x)[0])
 
 
 class SBN(SBNModel):

@@ -37,6 +37,21 @@ def bernoulli_log_prob(a, logits):
   return tf.reduce_sum(a * logits - tf.nn.softplus(logits), axis=-1)
 
 
+def bernoulli_log_prob_no_grad(a, logits):
+  """bernoulli_log_prob's value, computed faster, for evaluation only.
+
+  softplus(ℓ) = max(ℓ, 0) + log(1 + e^{-|ℓ|}): log instead of log1p (the
+  difference, below 6e-8 per unit, is under float32 rounding of the sum),
+  and the sum over units as a product with ones, which XLA on CPU runs much
+  faster than its row reduction. Together 1.5x faster on 100-sample
+  evaluation (README, Speed). Its gradient at ℓ = 0 is wrong (0, not 1/2):
+  never differentiate it.
+  """
+  softplus = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+  terms = a * logits - softplus
+  return tf.linalg.matvec(terms, tf.ones([terms.shape[-1]], terms.dtype))
+
+
 def logistic_sample(logits, u):
   """z = ℓ + log u - log(1 - u): the logistic sample behind b = 1[z > 0]."""
   return logits + safe_log(u) - safe_log(1.0 - u)
@@ -178,7 +193,7 @@ class SBNNetwork(tf.Module):
             for _ in range(self.n_layer)]
 
   def recognition(self, x, sampler, start=None, start_layer=0,
-                  first_logits=None):
+                  log_prob=bernoulli_log_prob):
     """Runs q from `start_layer` with `sampler` (hard below it, from `start`).
 
     Args:
@@ -188,8 +203,8 @@ class SBNNetwork(tf.Module):
         `start_layer` itself, whose input is the same) are reused. This is the
         switch sampler: the hard pass below layer k, `sampler` from k on.
       start_layer: first layer computed with `sampler`.
-      first_logits: precomputed logits of layer 0 [B, H] (with start_layer
-        0), e.g. computed once per image for many samples of it.
+      log_prob: bernoulli_log_prob, or bernoulli_log_prob_no_grad where
+        nothing is differentiated.
     Returns:
       (logits, activations, log_q) lists over layers.
     """
@@ -198,18 +213,17 @@ class SBNNetwork(tf.Module):
       activations = list(start.activations[:start_layer])
       log_q = list(start.log_q[:start_layer])
     else:
-      logits = [] if first_logits is None else [first_logits]
-      activations, log_q = [], []
+      logits, activations, log_q = [], [], []
     q_input = self.split(x)[0]
     for i in range(start_layer, self.n_layer):
       if i >= len(logits):
         layer_input = q_input if i == 0 else 2.0 * activations[i - 1] - 1.0
         logits.append(self.q_layers[i](layer_input))
       activations.append(sampler(i, logits[i]))
-      log_q.append(bernoulli_log_prob(activations[i], logits[i]))
+      log_q.append(log_prob(activations[i], logits[i]))
     return logits, activations, log_q
 
-  def model_term(self, x, activations):
+  def model_term(self, x, activations, log_prob=bernoulli_log_prob):
     """m: log p(x | a_0) + Σ log p(a_{i-1} | a_i) + log p(a_{L-1}); [B].
 
     For `sp` with the original's single-layer generator:
@@ -219,35 +233,57 @@ class SBNNetwork(tf.Module):
     top = self.n_layer - 1
     if not self.multilayer_p:
       logits = self.p_layers[top](2.0 * activations[top] - 1.0)
-      return bernoulli_log_prob(target, logits + self.train_bias)
-    log_p = bernoulli_log_prob(activations[top], self.prior)
+      return log_prob(target, logits + self.train_bias)
+    log_p = log_prob(activations[top], self.prior)
     for i in reversed(range(self.n_layer)):
       logits = self.p_layers[i](2.0 * activations[i] - 1.0)
       if i == 0:
-        log_p += bernoulli_log_prob(target, logits + self.train_bias)
+        log_p += log_prob(target, logits + self.train_bias)
       else:
-        log_p += bernoulli_log_prob(activations[i - 1], logits)
+        log_p += log_prob(activations[i - 1], logits)
     return log_p
 
   def run_pass(self, x, sampler, start=None, start_layer=0,
-               first_logits=None):
+               log_prob=bernoulli_log_prob):
     """A full pass (recognition then generative); returns a Pass.
 
     f = m - Σ_i log q_i, except for `sp` with the single-layer generator,
     where f = m = log p(x_bottom | a_{L-1}) (reference section 3).
     """
-    logits, activations, log_q = self.recognition(x, sampler, start,
-                                                  start_layer, first_logits)
-    m = self.model_term(x, activations)
+    logits, activations, log_q = self.recognition(
+        x, sampler, start, start_layer, log_prob)
+    m = self.model_term(x, activations, log_prob)
     f = m if not self.multilayer_p else m - tf.add_n(log_q)
     return Pass(logits, activations, log_q, m, f)
 
-  def hard_pass(self, x, noise, first_logits=None):
-    return self.run_pass(x, hard_sampler(noise), first_logits=first_logits)
+  def hard_pass(self, x, noise):
+    return self.run_pass(x, hard_sampler(noise))
 
-  def first_logits(self, x):
-    """Logits of recognition layer 0 for rows x [n, D]: [n, H]."""
-    return self.q_layers[0](self.split(x)[0])
+  def hard_pass_of_copies(self, x, noise, n_copies):
+    """The hard pass of `n_copies` copies of each image, without gradients.
+
+    Layer 0's logits, its threshold σ(-ℓ) and Σ softplus(ℓ) depend on the
+    image only, so they are computed once per image and broadcast over the
+    copies (XLA would otherwise recompute them per row).
+
+    Args:
+      x: [n, D] images.
+      noise: per layer [n_copies * n, H] uniforms, rows copy-major.
+      n_copies: K.
+    Returns:
+      A Pass over the K * n rows (copy-major), but with layer 0's logits
+      [n, H] per image.
+    """
+    n = tf.shape(x)[0]
+    logits = self.q_layers[0](self.split(x)[0])
+    u = tf.reshape(noise[0], [n_copies, n, -1])
+    b = hard_sample(logits, u)
+    log_q = bernoulli_log_prob_no_grad(b, logits)
+    layer_0 = Pass([logits], [tf.reshape(b, tf.shape(noise[0]))],
+                   [tf.reshape(log_q, [-1])], None, None)
+    return self.run_pass(tf.tile(x, [n_copies, 1]), hard_sampler(noise),
+                         start=layer_0, start_layer=1,
+                         log_prob=bernoulli_log_prob_no_grad)
 
   def mean_pass(self, x):
     return self.run_pass(x, mean_sampler())

@@ -131,10 +131,18 @@ def write_scalar(name, value, step):
 
 
 def make_iw_bound_fn(model, n_input):
-  """Compiled model.iw_bound for EVAL_SAMPLE_GROUP samples per image."""
+  """Compiled model.iw_bound for EVAL_SAMPLE_GROUP samples per image.
+
+  The bound is compiled with XLA; its noise is drawn outside the XLA cluster
+  because XLA's CPU Philox is about 3x slower than TensorFlow's kernel (2.6 vs
+  0.8 s for the 400M uniforms of 100 samples on 20,000 images, README Speed).
+  """
+  bound = tf.function(model.iw_bound, jit_compile=True)
+
   @tf.function(input_signature=[tf.TensorSpec([None, n_input], tf.float32)])
   def iw_bound(x):
-    return model.iw_bound(x, EVAL_SAMPLE_GROUP)
+    noise = model.sample_eval_noise(x, EVAL_SAMPLE_GROUP)
+    return bound(x, EVAL_SAMPLE_GROUP, noise)
   return iw_bound
 
 

@@ -178,3 +178,43 @@ def test_enumeration_check_has_power():
 
   z, _ = enumeration.bias_in_standard_errors(model, x, N_DRAWS, no_score)
   assert np.abs(z).max() > 10.0
+
+
+def test_no_grad_log_prob_matches_bernoulli_log_prob():
+  rng = np.random.RandomState(3)
+  logits = np.concatenate([rng.normal(0, 3, (200, 50)),
+                           np.full((1, 50), 0.0), np.full((1, 50), 40.0),
+                           np.full((1, 50), -40.0), np.full((1, 50), 1e-9)])
+  a = (rng.uniform(size=logits.shape) < 0.5).astype(np.float32)
+  logits = tf.constant(logits, tf.float32)
+  l64 = logits.numpy().astype(np.float64)
+  exact = np.sum(a * l64 - np.logaddexp(0.0, l64), axis=-1)
+  fast = sbn.bernoulli_log_prob_no_grad(tf.constant(a), logits).numpy()
+  reference = sbn.bernoulli_log_prob(tf.constant(a), logits).numpy()
+  # Both are float32 sums of 50 terms of size up to ~10: a few 1e-5 apart.
+  np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-4)
+  np.testing.assert_allclose(fast, reference, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('task,n_layer,nonlinear', [
+    ('sbn', 1, False), ('sbn', 2, True), ('sp', 2, False)])
+@pytest.mark.parametrize('jit', [False, True])
+def test_iw_bound_is_logsumexp_of_hard_pass_elbos(task, n_layer, nonlinear,
+                                                  jit):
+  """iw_bound (per-image layer 0, faster log-probability, XLA) equals the
+  training code's hard pass on the tiled rows with the same noise."""
+  model = enumeration.tiny_model(
+      'model=SBN,task=%s,n_layer=%d,nonlinear=%s'
+      % (task, n_layer, str(nonlinear).lower()), n_input=8)
+  x = tf.constant(enumeration.tiny_batch(model, n_rows=5))
+  n_samples = 7
+  noise = model.sample_eval_noise(x, n_samples)
+  bound_fn = tf.function(model.iw_bound, jit_compile=True) if jit else (
+      model.iw_bound)
+  bound, mean_elbo = [t.numpy() for t in bound_fn(x, n_samples, noise)]
+  f = model.network.hard_pass(tf.tile(x, [n_samples, 1]), noise).elbo
+  f = f.numpy().astype(np.float64).reshape(n_samples, 5)
+  top = f.max(axis=0)
+  expected = top + np.log(np.exp(f - top).mean(axis=0))
+  np.testing.assert_allclose(bound, expected, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(mean_elbo, f.mean(axis=0), rtol=1e-5, atol=1e-4)
