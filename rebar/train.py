@@ -70,10 +70,10 @@ class Trainer(tf.Module):
                                     name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='acc_steps')
-    self._compiled_steps = tf.function(
-        self._steps, jit_compile=jit_compile, input_signature=[
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([], tf.int32)])
+    # Traced once per batch shape (the full batch and an epoch's short last
+    # one): with static shapes autodiff emits no shape arithmetic, which
+    # makes the graph a third smaller and its compilation lighter.
+    self._compiled_steps = tf.function(self._steps, jit_compile=jit_compile)
 
   def _steps(self, batch_indices, n_steps):
     """Runs training steps on rows batch_indices[i], i < n_steps."""
