@@ -572,7 +572,7 @@ class SBNModel(tf.Module):
     return (tf.zeros([len(self.printed_names)]),
             tf.stack([self.tracker.take()]))
 
-  def iw_bound(self, x, n_samples, noise=None):
+  def iw_bound(self, x, n_samples, noise):
     """Importance-weighted bound per image with `n_samples` hard samples.
 
     log(1/K Σ_k exp f_k) for each image, K = n_samples. Rows are laid out
@@ -581,14 +581,12 @@ class SBNModel(tf.Module):
     Args:
       x: [n, D] images.
       n_samples: K.
-      noise: the uniforms of the hard pass (sample_eval_noise), or None to
-        draw them here.
+      noise: the uniforms of the hard pass (sample_eval_noise; drawn by the
+        caller, outside any XLA cluster, see train.make_iw_bound_fn).
     Returns:
       (bound [n], mean single-sample ELBO [n]).
     """
     n = tf.shape(x)[0]
-    if noise is None:
-      noise = self.sample_eval_noise(x, n_samples)
     f = tf.reshape(
         self.network.hard_pass_of_copies(x, noise, n_samples).elbo,
         [n_samples, n])

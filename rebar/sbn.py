@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from rebar.networks import DeterministicMap
+from rebar.optim import row_sum
 
 # Result of one pass. Lists are indexed by stochastic layer i = 0..L-1.
 #   logits:      ℓ_i, [B, H]
@@ -42,14 +43,13 @@ def bernoulli_log_prob_no_grad(a, logits):
 
   softplus(ℓ) = max(ℓ, 0) + log(1 + e^{-|ℓ|}): log instead of log1p (the
   difference, below 6e-8 per unit, is under float32 rounding of the sum),
-  and the sum over units as a product with ones, which XLA on CPU runs much
-  faster than its row reduction. Together 1.5x faster on 100-sample
+  and the sum over units by row_sum. Together 1.5x faster on 100-sample
   evaluation (README, Speed). Its gradient at ℓ = 0 is wrong (0, not 1/2):
   never differentiate it.
   """
   softplus = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
   terms = a * logits - softplus
-  return tf.linalg.matvec(terms, tf.ones([terms.shape[-1]], terms.dtype))
+  return row_sum(terms)
 
 
 def logistic_sample(logits, u):
