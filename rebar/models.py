@@ -717,8 +717,14 @@ class SBNTrackGradVariances(SBNModel):
     return [e.estimate(step) for e in self.estimators]
 
   def build_tracker(self):
-    return MultiEstimatorVarianceTracker(self.model_variables,
-                                         self.ESTIMATOR_NAMES)
+    # Every tracked estimator gives the generative variables the exact
+    # gradient of m (REBAR's control variate has none there, see
+    # RebarEstimator.recognition_gradient), computed by the same ops, so
+    # their gradients agree bit for bit (test_track_estimators_share_
+    # generative_gradients): one EMA serves them all.
+    return MultiEstimatorVarianceTracker(
+        self.model_variables, self.ESTIMATOR_NAMES,
+        shared=self.network.p_variables)
 
   def train_step(self, x):
     results = self.estimate_all(*self.sample_step_inputs(x))

@@ -66,7 +66,7 @@ def row_sum(t):
 
 
 def total_sum(tensors):
-  """Σ of every element of every tensor in the list; a scalar.
+  """Σ of every element of every tensor in the list; a scalar (0 if none).
 
   Matrices are first summed over rows by row_sum, then over the short
   result. Per-step reductions over all parameters (variance objectives,
@@ -77,7 +77,7 @@ def total_sum(tensors):
     if t.shape.rank == 2:
       t = row_sum(t)
     total.append(tf.reduce_sum(t))
-  return tf.add_n(total)
+  return tf.add_n(total) if total else tf.constant(0.0)
 
 
 class GradVarianceTracker(tf.Module):
@@ -132,48 +132,69 @@ class MultiEstimatorVarianceTracker(tf.Module):
     log mean(μ²).
   Only Σ_n ema(g_k²)_n enters, and the EMA is linear, so that sum is kept
   as the EMA of Σ_n g_k,n² (one scalar per estimator, `ema_g2_sum`) rather
-  than as an array per estimator: the same quantity, with K arrays fewer to
-  read and write each step. `update` returns log mean(μ²) (its epoch mean is
-  a mean of logs); the sums over steps of the variances (scalars) and of the
-  deviations (accumulated per element, reduced once per block, as in
-  GradVarianceTracker) are returned by `take()`.
+  than as an array per estimator.
+
+  `shared` variables are those whose gradient is the same for every
+  estimator (SBNTrackGradVariances: the generative ones, see there). Their
+  K EMAs would be equal, so one EMA (`ema_shared`, from estimator 0's
+  gradient) stands for all of them: μ is that EMA and their deviation terms
+  are exactly zero. This halves the arrays read and written per step.
+
+  `update` returns log mean(μ²) (its epoch mean is a mean of logs); the
+  sums over steps of the variances and deviations are returned by `take()`.
   """
 
-  def __init__(self, variables, names, decay=0.999,
+  def __init__(self, variables, names, shared=(), decay=0.999,
                name='grad_variance_tracking'):
     super().__init__(name=name)
     self.decay = decay
     self.names = tuple(names)
+    shared_refs = {v.ref() for v in shared}
+    self.is_shared = [v.ref() in shared_refs for v in variables]
 
-    def slots(prefix):
-      return [[tf.Variable(tf.zeros_like(v), trainable=False,
-                           name='%s/%s_%s%d' % (name, n, prefix, i))
-               for i, v in enumerate(variables)] for n in self.names]
+    def slot(v, label, i):
+      return tf.Variable(tf.zeros_like(v), trainable=False,
+                         name='%s/%s%d' % (name, label, i))
 
-    self.ema_g = slots('g')
-    self.sum_deviation = slots('acc_dev_')
+    self.ema_shared = [slot(v, 'shared_g', i) for i, v in enumerate(variables)
+                       if self.is_shared[i]]
+    self.ema_g = [[slot(v, n + '_g', i) for i, v in enumerate(variables)
+                   if not self.is_shared[i]] for n in self.names]
     k = len(self.names)
     self.ema_g2_sum = tf.Variable(tf.zeros([k]), trainable=False,
                                   name=name + '/g2_sum')
     self.sum_variance = tf.Variable(tf.zeros([k]), trainable=False,
                                     name=name + '/acc_variance')
+    self.sum_deviation = tf.Variable(tf.zeros([k]), trainable=False,
+                                     name=name + '/acc_deviation')
     self.size = sum(int(tf.size(v)) for v in variables)
 
   def update(self, grads_per_estimator):
-    """grads_per_estimator: K lists of gradients; returns log mean(μ²)."""
+    """grads_per_estimator: K lists of gradients aligned with the
+    variables; for the shared variables only the first list's are read.
+    Returns log mean(μ²)."""
     k = float(len(self.names))
+    shared_grads = dense_gradients(
+        [g for g, s in zip(grads_per_estimator[0], self.is_shared) if s],
+        self.ema_shared)
+    old_shared = [e.read_value() for e in self.ema_shared]
     old = [[e.read_value() for e in per] for per in self.ema_g]
     means = [tf.add_n(list(per_variable)) / k for per_variable in zip(*old)]
-    mean_square = total_sum([tf.square(m) for m in means])
+    mean_square = total_sum([tf.square(m) for m in means + old_shared])
     self.sum_variance.assign_add((self.ema_g2_sum - mean_square) / self.size)
-    sum_g2 = []
-    for grads, ema_g, old_e, sum_dev in zip(
-        grads_per_estimator, self.ema_g, old, self.sum_deviation):
-      grads = dense_gradients(grads, old_e)
-      sum_g2.append(total_sum([tf.square(g) for g in grads]))
-      for g, e, e_old, dev, m in zip(grads, ema_g, old_e, sum_dev, means):
-        dev.assign_add(tf.square(e_old - m))
+    shared_g2 = total_sum([tf.square(g) for g in shared_grads])
+    sum_g2, deviations = [], []
+    for grads, ema_g, old_e in zip(grads_per_estimator, self.ema_g, old):
+      grads = dense_gradients(
+          [g for g, s in zip(grads, self.is_shared) if not s], old_e)
+      sum_g2.append(shared_g2 + total_sum([tf.square(g) for g in grads]))
+      deviations.append(total_sum([tf.square(e - m)
+                                   for e, m in zip(old_e, means)]))
+      for g, e, e_old in zip(grads, ema_g, old_e):
         e.assign(_ema(self.decay, e_old, g))
+    for g, e, e_old in zip(shared_grads, self.ema_shared, old_shared):
+      e.assign(_ema(self.decay, e_old, g))
+    self.sum_deviation.assign_add(tf.stack(deviations) / self.size)
     self.ema_g2_sum.assign(_ema(self.decay, self.ema_g2_sum,
                                 tf.stack(sum_g2)))
     return tf.math.log(mean_square / self.size)
@@ -182,10 +203,8 @@ class MultiEstimatorVarianceTracker(tf.Module):
     """(Σ_steps variance_k [K], Σ_steps deviation_k [K]) since the last
     call; resets the sums."""
     variances = self.sum_variance.read_value()
-    deviations = tf.stack([total_sum(dev) / self.size
-                           for dev in self.sum_deviation])
+    deviations = self.sum_deviation.read_value()
     with tf.control_dependencies([variances, deviations]):
-      for acc in [a for per in self.sum_deviation for a in per]:
-        acc.assign(tf.zeros_like(acc))
       self.sum_variance.assign(tf.zeros_like(self.sum_variance))
+      self.sum_deviation.assign(tf.zeros_like(self.sum_deviation))
     return variances, deviations

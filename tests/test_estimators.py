@@ -95,6 +95,33 @@ def test_each_tracked_estimator_is_unbiased(index, name, config):
   assert np.abs(z).max() < UNBIASED_BELOW, (name, per_variable(z, slices))
 
 
+@pytest.mark.parametrize('config', [
+    'n_layer=1', 'n_layer=2,nonlinear=true', 'n_layer=2,quadratic=false',
+    'n_layer=2,task=sp', 'n_layer=2,track_relax=true'])
+@pytest.mark.parametrize('jit', [False, True])
+def test_track_estimators_share_generative_gradients(config, jit):
+  """The tracker keeps one EMA for the generative variables because every
+  tracked estimator's gradient there is the same, bit for bit; recognition
+  gradients differ."""
+  model = enumeration.tiny_model('model=SBNTrackGradVariances,' + config,
+                                 n_input=8)
+  x = tf.constant(enumeration.tiny_batch(model, n_rows=6))
+  estimate_all = lambda x: [g for g, _, _ in model.estimate_all(  # noqa: E731
+      *model.sample_step_inputs(x))]
+  if jit:
+    estimate_all = tf.function(estimate_all, jit_compile=True)
+  grads = [[g.numpy() for g in per] for per in estimate_all(x)]
+  generative = {v.ref() for v in model.network.p_variables}
+  is_p = [v.ref() in generative for v in model.model_variables]
+  assert any(is_p) and not all(is_p)
+  for other in grads[1:]:
+    for first, g, p in zip(grads[0], other, is_p):
+      if p:
+        np.testing.assert_array_equal(g, first)
+  assert any(not np.array_equal(g, first) for other in grads[1:]
+             for first, g, p in zip(grads[0], other, is_p) if not p)
+
+
 def test_gumbel_is_biased():
   z, slices = z_scores('model=SBNGumbel,temperature=0.5')
   assert np.abs(z).max() > BIASED_ABOVE, per_variable(z, slices)

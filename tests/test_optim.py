@@ -1,11 +1,12 @@
 """Adam and the gradient-variance trackers against numpy (reference 5, 6.8).
 
-The trackers accumulate per element and reduce once per block; these tests
-check that the block sums equal the per-step figures of the reference,
-computed here step by step in float64.
+The trackers sum per-step figures until `take()`; these tests check those
+sums against the figures of the reference, computed here step by step in
+float64.
 """
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from rebar import optim
@@ -56,14 +57,23 @@ def test_grad_variance_tracker_block_sum_equals_per_step_figures():
     np.testing.assert_allclose(var.numpy(), a, rtol=1e-5)
 
 
-def test_multi_estimator_tracker_matches_reference_figures():
+@pytest.mark.parametrize('shared', [False, True])
+def test_multi_estimator_tracker_matches_reference_figures(shared):
+  """With `shared`, the first variable's gradient is the same for every
+  estimator (as the generative ones are in SBNTrackGradVariances) and the
+  tracker keeps one EMA for it; the figures are those of K EMAs."""
   variables = [tf.Variable(tf.zeros(s)) for s in SHAPES]
   names = ('A', 'B', 'C')
-  tracker = optim.MultiEstimatorVarianceTracker(variables, names)
+  tracker = optim.MultiEstimatorVarianceTracker(
+      variables, names, shared=variables[:1] if shared else ())
   size = sum(np.prod(s) for s in SHAPES)
   e = [[np.zeros(s) for s in SHAPES] for _ in names]
   e2 = [[np.zeros(s) for s in SHAPES] for _ in names]
   sequences = [gradient_sequence(4, seed=10 + k) for k in range(len(names))]
+  if shared:
+    for seq in sequences[1:]:
+      for step, grads in enumerate(seq):
+        grads[0] = sequences[0][step][0]
   variances = np.zeros(len(names))
   deviations = np.zeros(len(names))
   log_mean_squares = []
