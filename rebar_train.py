@@ -115,12 +115,9 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rebar import models  # pylint: disable=g-import-not-at-top
+  from rebar import runtime  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top
-  # Explicit pools: with TensorFlow's defaults XLA step times on 2 cores
-  # varied by 2x from block to block (README, Speed).
-  threads = FLAGS.threads or os.cpu_count() or 1
-  tf.config.threading.set_intra_op_parallelism_threads(threads)
-  tf.config.threading.set_inter_op_parallelism_threads(threads)
+  runtime.configure(FLAGS.threads)
   tf.random.set_seed(seed)
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)

@@ -65,11 +65,9 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
   """Times training steps of one model in this process; returns a dict."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from rebar import data, models, train  # pylint: disable=g-import-not-at-top
+  from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
-  # The thread pools rebar_train sets (one thread per core in each).
-  tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
-  tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count())
+  runtime.configure()  # as rebar_train does
   hparams = parse_hparams(hparams_text)
   # As rebar_train loads it: binary sets as uint8.
   train_x, _, _ = data.load_data(hparams, data_dir, compact=True)
@@ -87,8 +85,7 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
     rows = order[start * bs:(start + n) * bs]
     return tf.constant(rows.reshape(n, bs).astype(np.int32))
 
-  # The first two calls compile (XLA compiles on the second call of a
-  # tf.function here) and run the warm-up steps.
+  # The first call compiles; both run the warm-up steps.
   start = time.perf_counter()
   trainer.run_block(block(0, warmup))
   trainer.run_block(block(warmup, steps))

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from rebar.runtime import release_free_memory
+
 # Rows (images x samples) per evaluation call: bounds memory whatever the
 # sample count.
 EVAL_ROWS_PER_CALL = 5000
@@ -70,14 +72,29 @@ class Trainer(tf.Module):
                                     name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='acc_steps')
-    # Traced once per batch shape (the full batch and an epoch's short last
-    # one): with static shapes autodiff emits no shape arithmetic, which
-    # makes the graph a third smaller and its compilation lighter.
+    # Traced once per batch shape: with static shapes autodiff emits no
+    # shape arithmetic, which makes the graph a third smaller and its
+    # compilation lighter.
     self._compiled_steps = tf.function(self._steps, jit_compile=jit_compile)
+    # An epoch's short last batch (one step an epoch) runs in TensorFlow's
+    # graph executor: compiling it with XLA as well took as long as the full
+    # batch's compilation and raised the peak memory of a run by about 200
+    # MB (README, Speed). TensorFlow's random kernels draw other numbers
+    # than XLA's, so that step's noise is not what an all-XLA run drew.
+    self._other_batch_steps = tf.function(self._steps)
+    self.batch_size = model.hparams.batch_size
+    self._seen_batch_sizes = set()
 
   def _steps(self, batch_indices, n_steps):
-    """Runs training steps on rows batch_indices[i], i < n_steps."""
-    for i in tf.range(n_steps):
+    """Runs training steps on rows batch_indices[i], i < n_steps.
+
+    A while loop on `i < n_steps` rather than `for i in tf.range(n_steps)`:
+    the latter gives the loop a maximum trip count of n_steps, which XLA
+    needs as a compile-time constant, so every new n_steps (an epoch's
+    last block, a block cut by max_steps) compiled the whole block again.
+    """
+    i = tf.constant(0)
+    while i < n_steps:
       x = tf.cast(tf.gather(self.train_data, batch_indices[i]), tf.float32)
       if self.dynamic_b:
         x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
@@ -85,6 +102,7 @@ class Trainer(tf.Module):
       self.acc_printed.assign_add(self.model.train_step(x))
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
+      i += 1
     # What the model's tracker accumulates is read once per block.
     printed, variance = self.model.take_accumulated()
     self.acc_printed.assign_add(printed)
@@ -93,8 +111,10 @@ class Trainer(tf.Module):
   def run_block(self, batch_indices):
     """One training step per row of `batch_indices` [n_steps, batch].
 
-    Rows are sent in blocks padded to `block_size`, so that each batch size
-    is compiled once whatever the number of steps.
+    Rows are sent in blocks padded to `block_size`, so that the block's
+    shape, and so its compilation, does not depend on the number of steps.
+    The batch of hparams.batch_size rows runs under XLA (if jit_compile),
+    any other (an epoch's short last batch) in the graph executor.
     """
     batch_indices = np.asarray(batch_indices, np.int32)
     for start in range(0, batch_indices.shape[0], self.block_size):
@@ -102,7 +122,13 @@ class Trainer(tf.Module):
       n_steps = chunk.shape[0]
       padded = np.zeros((self.block_size, chunk.shape[1]), np.int32)
       padded[:n_steps] = chunk
-      self._compiled_steps(tf.constant(padded), tf.constant(n_steps))
+      batch = chunk.shape[1]
+      steps = (self._compiled_steps if batch == self.batch_size
+               else self._other_batch_steps)
+      steps(tf.constant(padded), tf.constant(n_steps))
+      if batch not in self._seen_batch_sizes:
+        self._seen_batch_sizes.add(batch)
+        release_free_memory()  # what tracing and compiling it freed
 
   def take_epoch_summary(self):
     """Returns (mean printed values, log mean variances) and resets them."""
@@ -171,6 +197,7 @@ def evaluate(iw_bound_fn, data, n_samples):
     bounds.append(top + np.log(np.exp(group_bounds - top).sum(axis=0))
                   - math.log(groups))
     elbos.append(np.mean(group_elbos, axis=0))
+  release_free_memory()  # the first call's compilation
   return [float(np.mean(np.concatenate(bounds))),
           float(np.mean(np.concatenate(elbos)))]
 
