@@ -9,9 +9,12 @@ compiles and warms up (50 + STEPS steps), then times REPEATS blocks of STEPS
 training steps, and reports the median and spread of milliseconds per step,
 the warm-up time (compilation included) and the process's peak resident
 memory.
-Times are normalised by `machine_ref_ms` of ../shared/bench/machine_ref.py,
-run in the same benchmark before and after the cells, so that they compare
-with the reference table (taken where machine_ref printed 1.2 ms).
+Each cell runs in `--processes` fresh processes (default 3; the cell's
+median is the median of theirs). Times are normalised by the median
+`machine_ref_ms` of ../shared/bench/machine_ref.py, run in the same
+benchmark before the cells, after each model's cells and at the end, so
+that they compare with the reference table (taken where machine_ref printed
+1.2 ms).
 
 `--quick` (under 3 minutes) times the two-layer linear column only, with fewer
 repeats, all in this process, and skips the scaling figures.
@@ -105,18 +108,34 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
           'peak_rss_mb': peak_rss_mb()}
 
 
-def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps):
-  """A fresh process per cell, so that its peak memory is its own."""
-  result = subprocess.run(
-      [sys.executable, __file__, '--cell', hparams_text,
-       '--data_dir', str(data_dir), '--repeats', str(repeats),
-       '--steps', str(steps)],
-      capture_output=True, text=True, check=False,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  if result.returncode:
-    raise RuntimeError('cell %s failed: %s' % (hparams_text,
-                                               result.stderr[-2000:]))
-  return json.loads(result.stdout.strip().splitlines()[-1])
+def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps,
+                            processes=1):
+  """Fresh processes per cell, so that peak memory is the cell's own.
+
+  With several processes, the cell's median is the median of the
+  processes' medians: now and then a whole process runs every step about
+  3 times slower (README, Speed), which one process cannot tell from the
+  cell's own speed. Spread is the lowest minimum and highest maximum,
+  memory the highest peak.
+  """
+  runs = []
+  for _ in range(processes):
+    result = subprocess.run(
+        [sys.executable, __file__, '--cell', hparams_text,
+         '--data_dir', str(data_dir), '--repeats', str(repeats),
+         '--steps', str(steps)],
+        capture_output=True, text=True, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    if result.returncode:
+      raise RuntimeError('cell %s failed: %s' % (hparams_text,
+                                                 result.stderr[-2000:]))
+    runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+  return {'median_ms': statistics.median(r['median_ms'] for r in runs),
+          'min_ms': min(r['min_ms'] for r in runs),
+          'max_ms': max(r['max_ms'] for r in runs),
+          'first_call_s': statistics.median(r['first_call_s'] for r in runs),
+          'peak_rss_mb': max(r['peak_rss_mb'] for r in runs),
+          'process_medians_ms': [r['median_ms'] for r in runs]}
 
 
 def machine_ref_ms():
@@ -171,6 +190,8 @@ def main():
   parser.add_argument('--repeats', type=int, default=None)
   parser.add_argument('--steps', type=int, default=100)
   parser.add_argument('--models', default=','.join(REFERENCE_MS))
+  parser.add_argument('--processes', type=int, default=3,
+                      help='fresh processes per cell (not --quick)')
   parser.add_argument('--cell', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.cell:
@@ -199,16 +220,19 @@ def main():
         cell = time_cell(text, args.data_dir, repeats, args.steps)
       else:
         cell = time_cell_in_subprocess(text, args.data_dir, repeats,
-                                       args.steps)
+                                       args.steps, args.processes)
       cell['reference_ms'] = REFERENCE_MS[name][list(CONFIGS).index(column)]
       report['cells']['%s/%s' % (name, column)] = cell
       print('%-22s %-10s %9.2f %7.2f-%-7.2f %9.1f %8.0f %8.2f' % (
           name, column, cell['median_ms'], cell['min_ms'], cell['max_ms'],
           cell['first_call_s'], cell['peak_rss_mb'], cell['reference_ms']),
             flush=True)
+    if not args.quick:
+      refs.append(machine_ref_ms())
 
   n_eval = 2000 if args.quick else 20000
-  eval_times = time_evaluation(args.data_dir, n_eval, [100])
+  eval_times = time_evaluation(args.data_dir, n_eval, [100],
+                               repeats=1 if args.quick else 3)
   report['eval_100_samples_s'] = {
       'images': n_eval, 'seconds': eval_times[100],
       'seconds_per_20000_images': eval_times[100] * 20000 / n_eval}
@@ -230,10 +254,13 @@ def main():
             args.data_dir, 1000, EVAL_SAMPLES).items()}
   refs.append(machine_ref_ms())
   refs = [r for r in refs if r is not None]
-  machine = statistics.mean(refs) if refs else None
+  # The median: a single machine_ref reading varies by 30% here.
+  machine = statistics.median(refs) if refs else None
   report['machine_ref_ms'] = refs
-  print('\nmachine_ref_ms: %s (reference machine: %.2f)'
-        % (', '.join('%.3f' % r for r in refs), REFERENCE_MACHINE_MS))
+  report['machine_ref_median_ms'] = machine
+  print('\nmachine_ref_ms: %s; median %s (reference machine: %.2f)'
+        % (', '.join('%.3f' % r for r in refs),
+           '%.3f' % machine if machine else '-', REFERENCE_MACHINE_MS))
   if machine:
     speedups = []
     print('%-22s %-10s %10s %10s %8s' % ('model', 'config', 'norm_ms',
