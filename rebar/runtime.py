@@ -2,6 +2,7 @@
 pools and resident memory (README, Speed)."""
 
 import ctypes
+import functools
 import os
 
 import tensorflow as tf
@@ -10,6 +11,7 @@ import tensorflow as tf
 MADV_PAGEOUT = 21
 
 
+@functools.lru_cache(maxsize=None)
 def _libc():
   try:
     return ctypes.CDLL(None, use_errno=True)

@@ -197,7 +197,8 @@ def evaluate(iw_bound_fn, data, n_samples):
     bounds.append(top + np.log(np.exp(group_bounds - top).sum(axis=0))
                   - math.log(groups))
     elbos.append(np.mean(group_elbos, axis=0))
-  release_free_memory()  # the first call's compilation
+  # What the evaluation freed (the first time, its compilation's memory).
+  release_free_memory()
   return [float(np.mean(np.concatenate(bounds))),
           float(np.mean(np.concatenate(elbos)))]
 
