@@ -119,16 +119,21 @@ def rebar_control_variate(terms):
   return score, reparam
 
 
-def temperature_score_surrogate(terms, df_v_dt):
-  """Σ_k mean(sg(∂f~_v^k/∂t_row) · log q_k): its θ-gradient, times η, is the
-  score part r of ∂g/∂t that autodiff misses behind sg(f~_v) (6.7).
+def temperature_derivative_surrogate(terms, tangents):
+  """A surrogate whose θ-gradient is ∂(∂h/∂θ)/∂t, h the control variate of
+  rebar_control_variate, t = log λ (reference 6.7).
+
+  ∂h/∂θ = Σ_k ∂/∂θ mean(sg(f~_v) log q_k + f~_v - f~); differentiating it by
+  t moves ∂/∂t inside, also behind sg (which only stops θ):
+    Σ_k mean(sg(∂f~_v/∂t) log q_k + ∂f~_v/∂t - ∂f~/∂t).
 
   Args:
     terms: as for rebar_control_variate.
-    df_v_dt: per term, ∂ Σ_rows f~_v^k / ∂ t_rows, [B, 1].
+    tangents: per term (∂f~/∂t, ∂f~_v/∂t), [B] each, with their θ-dependence
+      (Step.rebar_terms with temperature_tangents).
   """
-  return tf.add_n([tf.reduce_mean(sg(d[:, 0]) * log_q)
-                   for (log_q, _, _), d in zip(terms, df_v_dt)])
+  return tf.add_n([tf.reduce_mean(sg(d_v) * log_q + d_v - d)
+                   for (log_q, _, _), (d, d_v) in zip(terms, tangents)])
 
 
 def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):

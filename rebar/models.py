@@ -89,30 +89,36 @@ class Step:
       self._relaxed[key] = result
     return result
 
-  def rebar_terms(self, temperature, key=None):
+  def rebar_terms(self, temperature, key=None, temperature_tangents=False):
     """(log_q, f~, f~_v) per control-variate term (reference 6.6).
 
     quadratic=false: one term, relaxed passes over all layers, log_q = Q.
     quadratic=true: term k uses the switch sampler at layer k (hard below);
       its relaxed-conditional pass uses v at every layer >= k (the original,
       biased for L >= 2), or v at layer k and u above it (quadratic_fix).
+
+    With `temperature_tangents` (Dynamic REBAR), returns (terms, tangents):
+    per term (∂f~/∂t, ∂f~_v/∂t), [B] each, t = log λ
+    (SBNNetwork.temperature_tangent).
     """
     hparams = self.network.hparams
     v = self.conditional_noise()
     relax = hparams.muprop_relaxation
-    if not hparams.quadratic:
-      relaxed = self.relaxed(temperature, key)
-      with self.tape:
-        relaxed_v = self.network.run_pass(
-            self.x, relaxed_sampler(v, temperature, relax))
-        log_q = tf.add_n(self.hard.log_q)
-      return [(log_q, relaxed.elbo, relaxed_v.elbo)]
-    terms = []
-    for k in range(self.network.n_layer):
-      if hparams.quadratic_fix:
-        noise_v = self.noise[:k] + [v[k]] + self.noise[k + 1:]
-      else:
+    if hparams.quadratic:
+      starts = range(self.network.n_layer)
+    else:
+      starts = [0]
+    terms, tangents = [], []
+    for k in starts:
+      if not hparams.quadratic:
+        with self.tape:
+          log_q = tf.add_n(self.hard.log_q)
         noise_v = v
+      elif hparams.quadratic_fix:
+        log_q, noise_v = self.hard.log_q[k], (
+            self.noise[:k] + [v[k]] + self.noise[k + 1:])
+      else:
+        log_q, noise_v = self.hard.log_q[k], v
       if k == 0:
         relaxed = self.relaxed(temperature, key)
       with self.tape:
@@ -123,7 +129,15 @@ class Step:
         relaxed_v = self.network.run_pass(
             self.x, relaxed_sampler(noise_v, temperature, relax),
             start=self.hard, start_layer=k)
-      terms.append((self.hard.log_q[k], relaxed.elbo, relaxed_v.elbo))
+        if temperature_tangents:
+          tangents.append(tuple(
+              self.network.temperature_tangent(
+                  self.x, pass_, noise, temperature, relax, start_layer=k)
+              for pass_, noise in ((relaxed, self.noise),
+                                   (relaxed_v, noise_v))))
+      terms.append((log_q, relaxed.elbo, relaxed_v.elbo))
+    if temperature_tangents:
+      return terms, tangents
     return terms
 
 
@@ -329,12 +343,9 @@ class RebarEstimator(Estimator):
       with step.tape:
         reinforce_part = estimators.rebar_reinforce_part(
             step.hard, self.baseline(step.x))
-        if self.dynamic:
-          # One temperature per row, so each row's ∂f~_v/∂t can be taken.
-          t_rows = self.log_temperature * tf.ones([step.n_rows, 1])
-          temperature_rows = tf.exp(t_rows)
       if self.dynamic:
-        terms = step.rebar_terms(temperature_rows)
+        terms, tangents = step.rebar_terms(self.temperature(),
+                                           temperature_tangents=True)
       else:
         terms = step.rebar_terms(self.hparams.temperature,
                                  key=self.hparams.temperature)
@@ -348,17 +359,13 @@ class RebarEstimator(Estimator):
       grads = [g_f + eta * g_h for g_f, g_h, eta in zip(grad_f, grad_h, etas)]
       variance = self._mean_over_params(grads, grads)
       if self.dynamic:
+        # ∂V/∂t = 2/N Σ g ⊙ ∂g/∂t, ∂g/∂t = η ⊙ ∂(∂h/∂t)/∂θ.
         with step.tape:
-          totals = [tf.reduce_sum(f_v) for _, _, f_v in terms]
-        df_v_dt = [step.tape.gradient(total, t_rows) for total in totals]
-        with step.tape:
-          score_t = estimators.temperature_score_surrogate(terms, df_v_dt)
-        r = [eta * g for eta, g
-             in zip(etas, self.recognition_gradient(step, score_t))]
-        r_part = 2.0 * self._mean_over_params(grads, r)
-        reparam_t = 2.0 * self._mean_over_params(
+          dh_dt = estimators.temperature_derivative_surrogate(terms, tangents)
+        temperature_gradient = 2.0 * self._mean_over_params(
             [tf.stop_gradient(g) for g in grads],
-            [eta * g for eta, g in zip(etas, grad_reparam)])
+            [eta * g for eta, g in zip(etas,
+                                       self.recognition_gradient(step, dh_dt))])
     # ∂V/∂η_j = 2/N Σ g_j ⊙ ∂h/∂θ_j, formed directly (autodiff would emit it
     # as a slow reduction per variable); the baseline's by autodiff.
     variance_eta_grads = [
@@ -369,8 +376,6 @@ class RebarEstimator(Estimator):
                                      output_gradients=variance_eta_grads))
     printed = [tf.reduce_mean(step.hard.elbo)]
     if self.dynamic:
-      temperature_gradient = r_part + aux_tape.gradient(reparam_t,
-                                                        self.log_temperature)
       aux_grads.append(temperature_gradient)
       self.last_temperature_gradient = temperature_gradient
       printed.append(tf.exp(self.log_temperature))

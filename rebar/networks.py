@@ -52,3 +52,12 @@ class DeterministicMap(tf.Module):
     for layer in self.hidden:
       x = tf.tanh(layer(x))
     return self.output_layer(x)
+
+  def jvp(self, x, dx):
+    """(T(x), J_T(x) dx): the map and its forward-mode derivative along dx
+    [B, n_in]. The values repeat __call__'s ops, which XLA merges with
+    theirs."""
+    for layer in self.hidden:
+      x = tf.tanh(layer(x))
+      dx = (1.0 - tf.square(x)) * tf.matmul(dx, layer.w)
+    return self.output_layer(x), tf.matmul(dx, self.output_layer.w)

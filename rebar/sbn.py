@@ -77,6 +77,40 @@ def relaxed_sample(logits, u, temperature, muprop_relaxation):
   return tf.sigmoid(z)
 
 
+def relaxed_sample_tangent(activation, logits, d_logits, u, temperature,
+                           muprop_relaxation):
+  """∂a/∂t of a = relaxed_sample(logits, u, λ, ...) with t = log λ.
+
+  With s = λ/(λ+1): z = (ℓ + L(u))/λ [+ ℓ s], so (dλ/dt = λ, ds/dt = s/(λ+1))
+  dz/dt = (dℓ/dt - (ℓ + L(u)))/λ [+ s dℓ/dt + ℓ s/(λ+1)], da/dt = a(1-a) dz/dt.
+
+  Args:
+    activation: a, [B, H]; logits: ℓ, [B, H]; d_logits: ∂ℓ/∂t, [B, H], or
+      None where ℓ does not depend on t.
+  """
+  d_z = -logistic_sample(logits, u)
+  if d_logits is not None:
+    d_z += d_logits
+  d_z /= temperature
+  if muprop_relaxation:
+    s = temperature / (temperature + 1.0)
+    d_z += logits * s / (temperature + 1.0)
+    if d_logits is not None:
+      d_z += d_logits * s
+  return activation * (1.0 - activation) * d_z
+
+
+def bernoulli_log_prob_tangent(a, d_a, logits, d_logits):
+  """∂/∂t of bernoulli_log_prob(a, ℓ): Σ_units ȧ ℓ + (a - σ(ℓ)) ℓ̇; [B].
+  d_a / d_logits may be None (zero)."""
+  terms = []
+  if d_a is not None:
+    terms.append(d_a * logits)
+  if d_logits is not None:
+    terms.append((a - tf.sigmoid(logits)) * d_logits)
+  return tf.reduce_sum(tf.add_n(terms), axis=-1)
+
+
 def conditional_noise(logits, u):
   """Noise `v` equal to u in value whose gradient w.r.t. ℓ is that of z | b.
 
@@ -255,6 +289,59 @@ class SBNNetwork(tf.Module):
     m = self.model_term(x, activations, log_prob)
     f = m if not self.multilayer_p else m - tf.add_n(log_q)
     return Pass(logits, activations, log_q, m, f)
+
+  def temperature_tangent(self, x, relaxed, noise, temperature,
+                          muprop_relaxation, start_layer=0):
+    """∂f/∂t per row of a relaxed pass, t = log λ, by forward mode.
+
+    Each row's f depends on λ through that row's relaxed activations only,
+    so one forward pass of tangents gives every row's derivative (reverse
+    mode would need a backward pass, and its θ-gradient a reverse pass over
+    that). The tangent ops are recorded like any others: their θ-gradient
+    is ∂(∂f/∂θ)/∂t, which Dynamic REBAR needs (reference 6.7).
+
+    Args:
+      x: [B, D] rows.
+      relaxed: the Pass of run_pass(x, relaxed_sampler(noise, temperature,
+        muprop_relaxation), start=..., start_layer=start_layer).
+      noise, temperature, muprop_relaxation, start_layer: as for that pass.
+    Returns:
+      ∂f/∂t, [B].
+    """
+    activations = relaxed.activations
+    d_activations = [None] * start_layer
+    d_log_q = []
+    for i in range(start_layer, self.n_layer):
+      d_logits = None
+      if i > start_layer:
+        _, d_logits = self.q_layers[i].jvp(2.0 * activations[i - 1] - 1.0,
+                                           2.0 * d_activations[i - 1])
+      d_activations.append(relaxed_sample_tangent(
+          activations[i], relaxed.logits[i], d_logits, noise[i], temperature,
+          muprop_relaxation))
+      d_log_q.append(bernoulli_log_prob_tangent(
+          activations[i], d_activations[i], relaxed.logits[i], d_logits))
+    target = self.split(x)[1]
+    top = self.n_layer - 1
+    d_m = []
+    if self.multilayer_p:
+      d_m.append(bernoulli_log_prob_tangent(
+          activations[top], d_activations[top], self.prior, None))
+    for i in reversed(range(start_layer, self.n_layer)):
+      if self.p_layers[i] is None:
+        continue
+      logits, d_logits = self.p_layers[i].jvp(2.0 * activations[i] - 1.0,
+                                              2.0 * d_activations[i])
+      if i == 0 or not self.multilayer_p:
+        d_m.append(bernoulli_log_prob_tangent(
+            target, None, logits + self.train_bias, d_logits))
+      else:
+        d_m.append(bernoulli_log_prob_tangent(
+            activations[i - 1], d_activations[i - 1], logits, d_logits))
+    d_f = tf.add_n(d_m)
+    if self.multilayer_p:
+      d_f -= tf.add_n(d_log_q)
+    return d_f
 
   def hard_pass(self, x, noise):
     return self.run_pass(x, hard_sampler(noise))
