@@ -101,22 +101,18 @@ def rebar_reinforce_part(hard, baseline):
 
 
 def rebar_control_variate(terms):
-  """REBAR's control variate surrogates (reference 6.6).
+  """REBAR's control variate as a surrogate (reference 6.6).
 
   Args:
     terms: list of (log_q, f~, f~_v) triples, one per control-variate term:
       one term with Q for `quadratic=false`, one per layer k with log q_k for
       `quadratic=true`. Each is [B].
   Returns:
-    (score, reparam): mean over rows of Σ sg(f~_v) · log_q and of
-    Σ (f~_v - f~). The control variate h = score + reparam; the gradient
-    applied is ∂F/∂θ + η ⊙ ∂mean(h)/∂θ. They are returned apart because
-    Dynamic REBAR's temperature gradient treats them differently (6.7).
+    h = Σ_terms mean over rows of sg(f~_v) · log_q + f~_v - f~ (a scalar).
+    The gradient applied is ∂F/∂θ + η ⊙ ∂h/∂θ.
   """
-  score = tf.add_n([tf.reduce_mean(sg(f_v) * log_q)
-                    for log_q, _, f_v in terms])
-  reparam = tf.add_n([tf.reduce_mean(f_v - f) for _, f, f_v in terms])
-  return score, reparam
+  return tf.add_n([tf.reduce_mean(sg(f_v) * log_q + f_v - f)
+                   for log_q, f, f_v in terms])
 
 
 def temperature_derivative_surrogate(terms, tangents):

@@ -350,12 +350,10 @@ class RebarEstimator(Estimator):
         terms = step.rebar_terms(self.hparams.temperature,
                                  key=self.hparams.temperature)
       with step.tape:
-        score, reparam = estimators.rebar_control_variate(terms)
+        control_variate = estimators.rebar_control_variate(terms)
       grad_f = self.model_gradient(step, reinforce_part)
-      grad_score = self.recognition_gradient(step, score)
-      grad_reparam = self.recognition_gradient(step, reparam)
+      grad_h = self.recognition_gradient(step, control_variate)
       # g = ∂F/∂θ + η ⊙ ∂h/∂θ, h the control variate.
-      grad_h = [g_s + g_r for g_s, g_r in zip(grad_score, grad_reparam)]
       grads = [g_f + eta * g_h for g_f, g_h, eta in zip(grad_f, grad_h, etas)]
       variance = self._mean_over_params(grads, grads)
       if self.dynamic:
