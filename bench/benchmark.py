@@ -61,6 +61,21 @@ EVAL_SAMPLES = (100, 1000, 5000)
 
 
 def peak_rss_mb():
+  """This process's peak resident memory, MB.
+
+  VmHWM, the high-water mark of this process's own address space. Not
+  getrusage's ru_maxrss: Linux carries that across exec from the forking
+  parent, so a cell started by a benchmark process that had imported
+  TensorFlow reported the parent's peak (about 800 MB for every scaling
+  cell before this was changed).
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
