@@ -55,10 +55,6 @@ class Step:
     self._conditional_noise = None
     self._relaxed = {}
 
-  @property
-  def n_rows(self):
-    return tf.shape(self.x)[0]
-
   def mean(self):
     """The mean (MuProp) pass."""
     if self._mean is None:
