@@ -117,7 +117,8 @@ def main(argv):
   from rebar import models  # pylint: disable=g-import-not-at-top
   from rebar import runtime  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top
-  runtime.configure(FLAGS.threads)
+  runtime.configure(FLAGS.threads, models.MODEL_CLASSES[
+      hparams.model].xla_fusion_emitters(hparams))
   tf.random.set_seed(seed)
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)

@@ -79,14 +79,23 @@ def peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_cell(hparams_text, data_dir, repeats, steps, warmup=50):
-  """Times training steps of one model in this process; returns a dict."""
+def time_cell(hparams_text, data_dir, repeats, steps, warmup=50,
+              own_process=True):
+  """Times training steps of one model in this process; returns a dict.
+
+  In its own process (a cell of the full benchmark) the process is set up as
+  rebar_train sets it up for this model, XLA's kernel emitters included;
+  --quick's cells share one process, where XLA's flags are those of the
+  first compilation, so they keep the default emitters.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
-  runtime.configure()  # as rebar_train does
   hparams = parse_hparams(hparams_text)
+  model_class = models.MODEL_CLASSES[hparams.model]
+  runtime.configure(xla_fusion_emitters=(  # as rebar_train does
+      not own_process or model_class.xla_fusion_emitters(hparams)))
   # As rebar_train loads it: binary sets as uint8.
   train_x, _, _ = data.load_data(hparams, data_dir, compact=True)
   model = models.build_model(
@@ -232,7 +241,8 @@ def main():
     for column in columns:
       text = 'model=%s,learning_rate=0.0003,%s' % (name, CONFIGS[column])
       if args.quick:
-        cell = time_cell(text, args.data_dir, repeats, args.steps)
+        cell = time_cell(text, args.data_dir, repeats, args.steps,
+                         own_process=False)
       else:
         cell = time_cell_in_subprocess(text, args.data_dir, repeats,
                                        args.steps, args.processes)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from rebar import data
 from rebar import models
+from rebar import runtime
 from rebar import train as training
 from rebar.hparams import parse_hparams
 
@@ -87,6 +88,46 @@ def test_iw_bound_is_at_least_the_elbo():
   fn = training.make_iw_bound_fn(model, 784)
   bound, elbo = training.evaluate(fn, train[:20], 100)
   assert np.isfinite(bound) and bound > elbo
+
+
+def test_evaluation_without_xla_gives_the_xla_bound(monkeypatch):
+  """Where XLA's fusion emitters are off the bound runs in the graph
+  executor; same seed, same noise (drawn outside XLA either way), so the
+  same figures up to float rounding."""
+  rng = np.random.RandomState(0)
+  train = (rng.rand(50, 784) < 0.3).astype(np.float32)
+  results = []
+  for flags in ('', '--xla_cpu_use_fusion_emitters=false'):
+    monkeypatch.setenv('XLA_FLAGS', flags)
+    model, _ = make_trainer('model=SBN,n_layer=2', train)
+    fn = training.make_iw_bound_fn(model, 784)
+    results.append(training.evaluate(fn, train[:20], 100))
+  np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+
+def test_xla_emitter_choice(monkeypatch):
+  """The fusion emitters are turned off for SBNTrackGradVariances from two
+  layers on (its compilation's memory), and a user's own setting of the
+  flag in XLA_FLAGS wins."""
+  flag = '--xla_cpu_use_fusion_emitters'
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  runtime.use_xla_fusion_emitters(True)
+  assert 'XLA_FLAGS' not in os.environ and runtime.xla_fusion_emitters_enabled()
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_max_isa=AVX2')
+  runtime.use_xla_fusion_emitters(False)
+  assert os.environ['XLA_FLAGS'] == '--xla_cpu_max_isa=AVX2 %s=false' % flag
+  assert not runtime.xla_fusion_emitters_enabled()
+  monkeypatch.setenv('XLA_FLAGS', flag + '=true')
+  runtime.use_xla_fusion_emitters(False)
+  assert os.environ['XLA_FLAGS'] == flag + '=true'
+  assert runtime.xla_fusion_emitters_enabled()
+
+  def emitters(text):
+    hparams = parse_hparams(text)
+    return models.MODEL_CLASSES[hparams.model].xla_fusion_emitters(hparams)
+  assert not emitters('model=SBNTrackGradVariances,n_layer=2')
+  assert emitters('model=SBNTrackGradVariances,n_layer=1')
+  assert emitters('model=SBNDynamicRebar,n_layer=2')
 
 
 def test_200_steps_on_real_mnist_raise_the_elbo(mirror_data_dir):
