@@ -174,8 +174,9 @@ def machine_ref_ms():
 def time_evaluation(data_dir, n_images, samples_list, repeats=1):
   """Seconds for the importance-weighted bound on n_images per sample count."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from rebar import data, models, train  # pylint: disable=g-import-not-at-top
+  from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
+  runtime.configure()  # as rebar_train does
   hparams = parse_hparams('model=SBN')
   train_x, valid, test = data.load_data(hparams, data_dir, compact=True)
   images = np.concatenate([valid, test], axis=0)[:n_images]
@@ -192,6 +193,24 @@ def time_evaluation(data_dir, n_images, samples_list, repeats=1):
       times.append(time.perf_counter() - start)
     out[samples] = statistics.median(times)
   return out
+
+
+def time_evaluation_in_subprocess(data_dir, n_images, samples_list,
+                                  repeats=1):
+  """time_evaluation in a fresh process. This process must not import
+  TensorFlow: a cell started afterwards could not page out the library pages
+  this process would share with it (runtime.release_library_pages), and its
+  peak memory would read about 250 MB high."""
+  result = subprocess.run(
+      [sys.executable, __file__, '--eval_images', str(n_images),
+       '--eval_samples', ','.join(map(str, samples_list)),
+       '--data_dir', str(data_dir), '--repeats', str(repeats)],
+      capture_output=True, text=True, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  if result.returncode:
+    raise RuntimeError('evaluation timing failed: %s' % result.stderr[-2000:])
+  times = json.loads(result.stdout.strip().splitlines()[-1])
+  return {int(k): v for k, v in times.items()}
 
 
 def time_data_loading(data_dir):
@@ -217,10 +236,17 @@ def main():
   parser.add_argument('--processes', type=int, default=3,
                       help='fresh processes per cell (not --quick)')
   parser.add_argument('--cell', help=argparse.SUPPRESS)
+  parser.add_argument('--eval_images', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--eval_samples', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.cell:
     print(json.dumps(time_cell(args.cell, args.data_dir, args.repeats or 5,
                                args.steps)))
+    return
+  if args.eval_images:
+    print(json.dumps(time_evaluation(
+        args.data_dir, args.eval_images,
+        [int(k) for k in args.eval_samples.split(',')], args.repeats or 1)))
     return
 
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -256,8 +282,9 @@ def main():
       refs.append(machine_ref_ms())
 
   n_eval = 2000 if args.quick else 20000
-  eval_times = time_evaluation(args.data_dir, n_eval, [100],
-                               repeats=1 if args.quick else 3)
+  evaluation = time_evaluation if args.quick else time_evaluation_in_subprocess
+  eval_times = evaluation(args.data_dir, n_eval, [100],
+                          repeats=1 if args.quick else 3)
   report['eval_100_samples_s'] = {
       'images': n_eval, 'seconds': eval_times[100],
       'seconds_per_20000_images': eval_times[100] * 20000 / n_eval}
@@ -275,7 +302,7 @@ def main():
           print('scaling %-40s %8.2f ms/step' % (key, cell['median_ms']),
                 flush=True)
     report['eval_scaling_s_per_1000_images'] = {
-        str(k): v for k, v in time_evaluation(
+        str(k): v for k, v in time_evaluation_in_subprocess(
             args.data_dir, 1000, EVAL_SAMPLES).items()}
   refs.append(machine_ref_ms())
   refs = [r for r in refs if r is not None]

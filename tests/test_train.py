@@ -106,9 +106,10 @@ def test_evaluation_without_xla_gives_the_xla_bound(monkeypatch):
 
 
 def test_xla_emitter_choice(monkeypatch):
-  """The fusion emitters are turned off for SBNTrackGradVariances from two
-  layers on (its compilation's memory), and a user's own setting of the
-  flag in XLA_FLAGS wins."""
+  """The fusion emitters are turned off where the compilation's memory would
+  pass 1 GB (SBNTrackGradVariances from two layers, Dynamic REBAR and RELAX
+  from three linear or two nonlinear layers), and a user's own setting of
+  the flag in XLA_FLAGS wins."""
   flag = '--xla_cpu_use_fusion_emitters'
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   runtime.use_xla_fusion_emitters(True)
@@ -128,6 +129,9 @@ def test_xla_emitter_choice(monkeypatch):
   assert not emitters('model=SBNTrackGradVariances,n_layer=2')
   assert emitters('model=SBNTrackGradVariances,n_layer=1')
   assert emitters('model=SBNDynamicRebar,n_layer=2')
+  assert not emitters('model=SBNDynamicRebar,n_layer=2,nonlinear=true')
+  assert not emitters('model=SBNRelax,n_layer=3')
+  assert emitters('model=SBNRebar,n_layer=4')
 
 
 def test_200_steps_on_real_mnist_raise_the_elbo(mirror_data_dir):
