@@ -132,6 +132,17 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50,
           'peak_rss_mb': peak_rss_mb()}
 
 
+def run_this_script(args, what):
+  """Runs this script with `args` in a fresh process; returns the JSON of
+  its last line of output."""
+  result = subprocess.run(
+      [sys.executable, __file__] + args, capture_output=True, text=True,
+      check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  if result.returncode:
+    raise RuntimeError('%s failed: %s' % (what, result.stderr[-2000:]))
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps,
                             processes=1):
   """Fresh processes per cell, so that peak memory is the cell's own.
@@ -142,18 +153,10 @@ def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps,
   cell's own speed. Spread is the lowest minimum and highest maximum,
   memory the highest peak.
   """
-  runs = []
-  for _ in range(processes):
-    result = subprocess.run(
-        [sys.executable, __file__, '--cell', hparams_text,
-         '--data_dir', str(data_dir), '--repeats', str(repeats),
-         '--steps', str(steps)],
-        capture_output=True, text=True, check=False,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-    if result.returncode:
-      raise RuntimeError('cell %s failed: %s' % (hparams_text,
-                                                 result.stderr[-2000:]))
-    runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+  runs = [run_this_script(
+      ['--cell', hparams_text, '--data_dir', str(data_dir),
+       '--repeats', str(repeats), '--steps', str(steps)],
+      'cell %s' % hparams_text) for _ in range(processes)]
   return {'median_ms': statistics.median(r['median_ms'] for r in runs),
           'min_ms': min(r['min_ms'] for r in runs),
           'max_ms': max(r['max_ms'] for r in runs),
@@ -201,15 +204,11 @@ def time_evaluation_in_subprocess(data_dir, n_images, samples_list,
   TensorFlow: a cell started afterwards could not page out the library pages
   this process would share with it (runtime.release_library_pages), and its
   peak memory would read about 250 MB high."""
-  result = subprocess.run(
-      [sys.executable, __file__, '--eval_images', str(n_images),
+  times = run_this_script(
+      ['--eval_images', str(n_images),
        '--eval_samples', ','.join(map(str, samples_list)),
        '--data_dir', str(data_dir), '--repeats', str(repeats)],
-      capture_output=True, text=True, check=False,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  if result.returncode:
-    raise RuntimeError('evaluation timing failed: %s' % result.stderr[-2000:])
-  times = json.loads(result.stdout.strip().splitlines()[-1])
+      'evaluation timing')
   return {int(k): v for k, v in times.items()}
 
 

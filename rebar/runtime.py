@@ -77,21 +77,26 @@ def use_xla_fusion_emitters(enabled):
   compilation in the process, so call this before anything is compiled; a
   setting of the flag in the user's own XLA_FLAGS is left as it is.
   """
-  flags = os.environ.get('XLA_FLAGS', '')
-  if enabled or FUSION_EMITTERS_FLAG in flags:
+  if enabled or _fusion_emitters_setting() is not None:
     return
-  os.environ['XLA_FLAGS'] = ' '.join(
-      filter(None, [flags, '--%s=false' % FUSION_EMITTERS_FLAG]))
+  os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
+      os.environ.get('XLA_FLAGS', ''), '--%s=false' % FUSION_EMITTERS_FLAG]))
+
+
+def _fusion_emitters_setting():
+  """The value XLA_FLAGS gives the fusion-emitters flag (the last one
+  wins), lower-cased; None where it is not set."""
+  setting = None
+  for flag in os.environ.get('XLA_FLAGS', '').split():
+    name, _, value = flag.lstrip('-').partition('=')
+    if name == FUSION_EMITTERS_FLAG:
+      setting = value.lower()
+  return setting
 
 
 def xla_fusion_emitters_enabled():
   """False where XLA_FLAGS turns XLA's CPU fusion emitters off."""
-  enabled = True
-  for flag in os.environ.get('XLA_FLAGS', '').split():
-    name, _, value = flag.lstrip('-').partition('=')
-    if name == FUSION_EMITTERS_FLAG:
-      enabled = value.lower() not in ('false', '0')
-  return enabled
+  return _fusion_emitters_setting() not in ('false', '0')
 
 
 def configure(threads=0, xla_fusion_emitters=True):
