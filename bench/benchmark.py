@@ -125,7 +125,7 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50,
     trainer.run_block(batches)
     trainer.step.numpy()
     per_step.append(1e3 * (time.perf_counter() - start) / steps)
-  values, _ = trainer.take_epoch_summary()
+  values, _ = trainer.epoch_summary()
   assert np.isfinite(values[0]), values
   return {'median_ms': statistics.median(per_step), 'min_ms': min(per_step),
           'max_ms': max(per_step), 'first_call_s': first_call_s,

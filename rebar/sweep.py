@@ -380,6 +380,13 @@ class StatusFile:
     os.replace(tmp, self.path)
 
 
+# How a run that a stop signal ended exits: 128 + the signal number when it
+# saved a checkpoint (rebar_train), minus the number when it was killed.
+_STOPPED_CODES = frozenset(
+    code for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for code in (128 + sig, -sig))
+
+
 def _raise_interrupt(signum, frame):
   del signum, frame
   raise KeyboardInterrupt
@@ -441,7 +448,8 @@ def run_sweep(config, working_dir, workers=1, max_steps=None, threads=0,
 
   running = {}  # Popen -> (run, log file, log offset, start time)
   started = 0
-  previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+  previous_handlers = {sig: signal.signal(sig, _raise_interrupt)
+                       for sig in (signal.SIGTERM, signal.SIGHUP)}
   try:
     while todo or running:
       while todo and len(running) < workers:
@@ -475,7 +483,8 @@ def run_sweep(config, working_dir, workers=1, max_steps=None, threads=0,
     status.write()
     raise
   finally:
-    signal.signal(signal.SIGTERM, previous_handler)
+    for sig, handler in previous_handlers.items():
+      signal.signal(sig, handler)
   status.sweep['ended'] = _now()
   status.write()
   return {name: status.runs[name] for name in status.names}
@@ -538,7 +547,7 @@ def _finish(process, run, working_dir, max_steps, status, out,
   tail = log_tail(process.log_path, process.log_offset)
   if rc == 0 and step is not None and step >= max_steps:
     state, tail = 'finished', []
-  elif interrupted:
+  elif interrupted or rc in _STOPPED_CODES:
     state = 'interrupted'
   else:
     state = 'failed'

@@ -5,9 +5,13 @@ per-step printed values and variance figures are accumulated in the graph, so
 the host only reads them once per epoch.
 """
 
+import contextlib
 import json
 import math
 import os
+import re
+import shutil
+import signal
 import time
 
 from absl import logging
@@ -15,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from rebar.rundir import (Diverged, RunDirError, StopRequest, Stopped,
+                          write_json)
 from rebar.runtime import release_free_memory, xla_fusion_emitters_enabled
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
@@ -22,6 +28,10 @@ from rebar.runtime import release_free_memory, xla_fusion_emitters_enabled
 EVAL_ROWS_PER_CALL = 5000
 # Importance samples per evaluation call; larger counts are taken in groups.
 EVAL_SAMPLE_GROUP = 100
+METRICS_FILE = 'metrics.jsonl'
+FINISHED_FILE = 'finished.json'
+CHECKPOINT_DIR = 'checkpoints'
+DAMAGED_DIR = 'damaged'  # in CHECKPOINT_DIR: checkpoints that did not read
 
 
 def steps_per_epoch(n_train, batch_size):
@@ -72,6 +82,17 @@ class Trainer(tf.Module):
                                     name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='acc_steps')
+    # Records of metrics.jsonl that belong to this state: a resumed run
+    # drops the records written after the checkpoint and writes them again
+    # (-1: a checkpoint from before this count was kept).
+    self.records = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                               name='records')
+    # The run's seed, so that a damaged run.json can be rebuilt.
+    self.seed = tf.Variable(-1, dtype=tf.int64, trainable=False, name='seed')
+    # The first step whose training ELBO was non-finite, or the end of the
+    # first block after which a parameter was; 0 while all are finite.
+    self.nonfinite_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                      name='nonfinite_step')
     # Traced once per batch shape: with static shapes autodiff emits no
     # shape arithmetic, which makes the graph a third smaller and its
     # compilation lighter.
@@ -99,14 +120,23 @@ class Trainer(tf.Module):
       if self.dynamic_b:
         x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
                     tf.float32)
-      self.acc_printed.assign_add(self.model.train_step(x))
+      printed = self.model.train_step(x)
+      self.acc_printed.assign_add(printed)
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
+      self._note_nonfinite(tf.math.is_finite(printed[0]))
       i += 1
     # What the model's tracker accumulates is read once per block.
     printed, variance = self.model.take_accumulated()
     self.acc_printed.assign_add(printed)
     self.acc_variance.assign_add(variance)
+    self._note_nonfinite(tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(v)) for v in
+         self.model.model_variables + self.model.aux_variables]))
+
+  def _note_nonfinite(self, finite):
+    first = (self.nonfinite_step == 0) & tf.logical_not(finite)
+    self.nonfinite_step.assign(tf.where(first, self.step, self.nonfinite_step))
 
   def run_block(self, batch_indices):
     """One training step per row of `batch_indices` [n_steps, batch].
@@ -130,16 +160,18 @@ class Trainer(tf.Module):
         self._seen_batch_sizes.add(batch)
         release_free_memory()  # what tracing and compiling it freed
 
-  def take_epoch_summary(self):
-    """Returns (mean printed values, log mean variances) and resets them."""
+  def epoch_summary(self):
+    """(mean printed values, log mean variances) since the last reset."""
     n = max(int(self.acc_steps.numpy()), 1)
     values = self.acc_printed.numpy() / n
     with np.errstate(divide='ignore'):
       log_variances = np.log(self.acc_variance.numpy() / n)
+    return values, log_variances
+
+  def reset_epoch_summary(self):
     self.acc_printed.assign(tf.zeros_like(self.acc_printed))
     self.acc_variance.assign(tf.zeros_like(self.acc_variance))
     self.acc_steps.assign(0)
-    return values, log_variances
 
 
 def _scalar_metadata():
@@ -177,14 +209,17 @@ def make_iw_bound_fn(model, n_input):
   return iw_bound
 
 
-def evaluate(iw_bound_fn, data, n_samples):
+def evaluate(iw_bound_fn, data, n_samples, stop=None):
   """Importance-weighted bound with `n_samples` per image, mean over images.
 
   `n_samples` must be a multiple of EVAL_SAMPLE_GROUP; groups are combined
   exactly: log(1/K Σ_k e^{f_k}) = logsumexp_g(bound_g) - log G.
 
+  Args:
+    stop: a rundir.StopRequest; the evaluation is abandoned between chunks
+      once it is requested.
   Returns:
-    [mean bound, mean single-sample ELBO].
+    [mean bound, mean single-sample ELBO], or None if abandoned.
   """
   if n_samples % EVAL_SAMPLE_GROUP:
     raise ValueError('eval samples must be a multiple of %d, got %d'
@@ -193,6 +228,8 @@ def evaluate(iw_bound_fn, data, n_samples):
   chunk = max(1, EVAL_ROWS_PER_CALL // EVAL_SAMPLE_GROUP)
   bounds, elbos = [], []
   for start in range(0, data.shape[0], chunk):
+    if stop is not None and stop.requested:
+      return None
     x = tf.constant(data[start:start + chunk], tf.float32)
     group_bounds, group_elbos = zip(*[
         (b.numpy(), f.numpy()) for b, f in (iw_bound_fn(x)
@@ -202,66 +239,352 @@ def evaluate(iw_bound_fn, data, n_samples):
     bounds.append(top + np.log(np.exp(group_bounds - top).sum(axis=0))
                   - math.log(groups))
     elbos.append(np.mean(group_elbos, axis=0))
+    fault_point('evaluation')
   # What the evaluation freed (the first time, its compilation's memory).
   release_free_memory()
   return [float(np.mean(np.concatenate(bounds))),
           float(np.mean(np.concatenate(elbos)))]
 
 
-class MetricsLog:
-  """`metrics.jsonl`: one JSON object per printed epoch line and evaluation."""
+# ------------------------------------------------------------ crash safety
 
-  def __init__(self, path, resume_step):
-    self.path = path
-    # Lines written after the checkpoint we resume from are replayed, so drop
-    # them rather than record the same steps twice.
-    if os.path.exists(path):
-      with open(path) as f:
-        kept = [l for l in f if l.strip() and
-                json.loads(l)['step'] <= resume_step]
-      with open(path, 'w') as f:
-        f.writelines(kept)
+_fault_counts = {}
+
+
+def fault_point(name):
+  """Test hook: with REBAR_KILL_AT=name[:n] in the environment, the process
+  kills itself (SIGKILL, as a crash or the OOM killer would) the n-th time
+  (default the first) it passes the point `name`.
+
+  Points: `epoch_end` (an epoch's last block has run, none of its records
+  are written), `evaluation` (after each chunk of an evaluation),
+  `checkpoint_write` (a checkpoint's files are written, the state file not
+  yet updated nor old checkpoints deleted).
+  """
+  target = os.environ.get('REBAR_KILL_AT')
+  if not target:
+    return
+  target_name, _, count = target.partition(':')
+  if target_name != name:
+    return
+  _fault_counts[name] = _fault_counts.get(name, 0) + 1
+  if _fault_counts[name] == int(count or 1):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def finite_or_none(value):
+  """A float for strict JSON: non-finite values become None (null)."""
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def _strict(value):
+  if isinstance(value, dict):
+    return {k: _strict(v) for k, v in value.items()}
+  if isinstance(value, float):
+    return finite_or_none(value)
+  return value
+
+
+def tensorboard_scalars(record):
+  """(tag, value) pairs TensorBoard shows for one metrics.jsonl record.
+
+  Summaries are derived from the records alone, so that a resumed run can
+  rewrite them exactly as an uninterrupted run wrote them.
+  """
+  values = record['values']
+  if record['kind'] == 'train':
+    pairs = [('Train ELBO', values.get('elbo')),
+             ('Temperature', record.get('temperature'))]
+    log_variance = record['log_variance']
+    if isinstance(log_variance, dict):
+      pairs += [('log grad variance/' + k, v)
+                for k, v in log_variance.items()]
+    else:
+      pairs.append(('log grad variance', log_variance))
+  else:
+    name = record['kind'].capitalize()
+    pairs = [(name + ' IW bound', values.get('iw_bound')),
+             (name + ' ELBO', values.get('elbo'))]
+  return [(tag, value) for tag, value in pairs if value is not None]
+
+
+class RunLog:
+  """`metrics.jsonl` (one strict-JSON object per printed epoch line and per
+  evaluation) and the TensorBoard summaries derived from it.
+
+  A checkpoint records how many records belonged to its state
+  (Trainer.records). On resume the records after that count (written after
+  the checkpoint, so to be written again by the resumed run) are dropped, and
+  the TensorBoard event files are rewritten from the records kept, so that
+  both end up as an uninterrupted run leaves them.
+
+  Args:
+    run_dir: the run directory.
+    committed: records that belong to the restored state; -1 for a
+      checkpoint that predates the count (records up to `resume_step` are
+      kept), 0 for a fresh run.
+    resume_step: the restored step.
+  Raises:
+    RunDirError: a record the restored state depends on is damaged.
+  """
+
+  def __init__(self, run_dir, committed, resume_step):
+    self.path = os.path.join(run_dir, METRICS_FILE)
+    self.records = self._kept_records(committed, resume_step)
+    with open(self.path + '.tmp', 'w') as f:
+      f.writelines(json.dumps(r, allow_nan=False) + '\n'
+                   for r in self.records)
+    os.replace(self.path + '.tmp', self.path)
+    self._keys = {(r['kind'], r['step']) for r in self.records}
+    for name in os.listdir(run_dir):
+      if name.startswith('events.out.tfevents.'):
+        os.remove(os.path.join(run_dir, name))
+    self.writer = tf.summary.create_file_writer(run_dir)
+    for record in self.records:
+      self._summarize(record)
+    self.writer.flush()
+
+  def _kept_records(self, committed, resume_step):
+    try:
+      with open(self.path, 'rb') as f:
+        lines = f.read().split(b'\n')
+    except FileNotFoundError:
+      lines = []
+    if lines and not lines[-1]:
+      lines.pop()
+    limit = len(lines) if committed < 0 else min(committed, len(lines))
+    kept = []
+    for number, line in enumerate(lines[:limit], 1):
+      try:
+        record = json.loads(line)
+        record['kind'], int(record['step'])  # pylint: disable=pointless-statement
+      except (ValueError, KeyError, TypeError) as e:
+        if committed < 0 and number == len(lines):
+          break  # a cut-off last line of a checkpoint without the count
+        raise RunDirError(
+            '%s line %d is damaged (%s); delete that line (its record is '
+            'then lost) or the run directory (to start over)'
+            % (self.path, number, e)) from None
+      if committed >= 0 or record['step'] <= resume_step:
+        kept.append(record)
+    if committed > len(kept):
+      logging.warning('%s holds %d of the %d records of the checkpoint; the '
+                      'missing ones are lost', self.path, len(kept), committed)
+    dropped = len(lines) - len(kept)
+    if dropped:
+      logging.info('Dropped %d record(s) of %s written after the checkpoint; '
+                   'the resumed run writes them again', dropped, self.path)
+    return kept
+
+  @property
+  def count(self):
+    return len(self.records)
+
+  @property
+  def wall_s(self):
+    """Training wall time recorded so far (the last record's)."""
+    return self.records[-1].get('wall_s', 0.0) if self.records else 0.0
+
+  def has(self, kind, step):
+    return (kind, step) in self._keys
 
   def write(self, record):
+    """Appends a record, durably (before any checkpoint can count it)."""
+    record = _strict(record)
     with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      f.write(json.dumps(record, allow_nan=False) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    self.records.append(record)
+    self._keys.add((record['kind'], record['step']))
+    self._summarize(record)
+    self.writer.flush()
+
+  def _summarize(self, record):
+    with self.writer.as_default():
+      for tag, value in tensorboard_scalars(record):
+        write_scalar(tag, value, record['step'])
+
+
+class Checkpoints:
+  """`run_dir/checkpoints/ckpt-<step>`: the newest `keep` training states.
+
+  Restoring tries the newest first and falls back to an older one, with a
+  warning, when a checkpoint's files are truncated, zeroed or missing (a
+  crash or a full disk during a save). Leftovers of interrupted saves
+  (`ckpt-N_temp` folders) are removed.
+  """
+
+  def __init__(self, checkpoint, run_dir, keep=2):
+    self.checkpoint = checkpoint
+    self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    self.keep = keep
+    os.makedirs(self.directory, exist_ok=True)
+    for name in os.listdir(self.directory):
+      if name.endswith('_temp') or '_temp' in name.split('.')[0]:
+        logging.warning('Removing %s, left by an interrupted save', name)
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+  def _prefix(self, step):
+    return os.path.join(self.directory, 'ckpt-%d' % step)
+
+  def steps(self):
+    """Steps of the checkpoints on disk, oldest first."""
+    steps = []
+    for name in os.listdir(self.directory):
+      match = re.fullmatch(r'ckpt-(\d+)\.index', name)
+      if match:
+        steps.append(int(match.group(1)))
+    return sorted(steps)
+
+  def _delete(self, step, into=None):
+    """Removes a checkpoint's files, or moves them into folder `into`."""
+    for name in os.listdir(self.directory):
+      if name.startswith('ckpt-%d.' % step):
+        path = os.path.join(self.directory, name)
+        if into is None:
+          os.remove(path)
+        else:
+          os.makedirs(into, exist_ok=True)
+          os.replace(path, os.path.join(into, name))
+
+  def restore(self):
+    """Restores the newest readable checkpoint; returns its path or None.
+
+    A checkpoint whose files cannot be read is moved to `damaged/` (kept
+    for inspection, never read again).
+
+    Raises:
+      RunDirError: there are checkpoints and none of them can be read, or
+        one does not match the model (the program changed).
+    """
+    steps = self.steps()
+    for step in reversed(steps):
+      path = self._prefix(step)
+      try:
+        self.checkpoint.read(path).assert_existing_objects_matched()
+      except tf.errors.OpError as e:
+        reason = ' '.join(str(e).split())[:200]
+        logging.warning('Checkpoint %s is damaged (%s); moved it to %s and '
+                        'trying an older one', path, reason, DAMAGED_DIR)
+        self._delete(step, into=os.path.join(self.directory, DAMAGED_DIR))
+        continue
+      except AssertionError as e:
+        raise RunDirError('checkpoint %s does not match this model (%s); '
+                          'resume it with the code that wrote it' %
+                          (path, ' '.join(str(e).split())[:200])) from None
+      self._write_state()
+      return path
+    if steps:
+      raise RunDirError('no checkpoint in %s can be read; delete that folder '
+                        'and metrics.jsonl to start the run over'
+                        % self.directory)
+    return None
+
+  def save(self, step):
+    self.checkpoint.write(self._prefix(step))
+    fault_point('checkpoint_write')
+    for old in self.steps()[:-self.keep]:
+      self._delete(old)
+    self._write_state()
+
+  def _write_state(self):
+    # The `checkpoint` file, for TensorFlow's tools (tf.train.latest_checkpoint);
+    # restore() itself reads the folder.
+    paths = [self._prefix(s) for s in self.steps()]
+    if paths:
+      tf.compat.v1.train.update_checkpoint_state(
+          self.directory, paths[-1], all_model_checkpoint_paths=paths)
+
+
+def recorded_seed(run_dir):
+  """The seed kept in the run's newest checkpoint, or None."""
+  directory = os.path.join(run_dir, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return None
+  for name in sorted(os.listdir(directory), reverse=True):
+    if name.endswith('.index'):
+      try:
+        reader = tf.train.load_checkpoint(
+            os.path.join(directory, name[:-len('.index')]))
+        seed = int(reader.get_tensor('trainer/seed/.ATTRIBUTES/VARIABLE_VALUE'))
+      except (tf.errors.OpError, ValueError):
+        continue
+      if seed >= 0:
+        return seed
+  return None
+
+
+# ------------------------------------------------------------ the loop
 
 
 def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
           eval_samples=100, checkpoint_secs=300, block_size=100,
-          final_eval=False, out=print):
+          final_eval=False, out=print, stop=None):
   """Trains until the step counter reaches `max_steps`.
 
-  With `final_eval`, also evaluates once training ends, unless the last
-  epoch's scheduled evaluation already ran at that step. On reaching
+  Records, at each step where they are due: the epoch line (`Step N: [...]`
+  and the log variance, at the end of each epoch and at `max_steps`), and
+  the Valid and Test evaluations (after every `eval_freq`-th epoch, and at
+  `max_steps` with `final_eval`). Each record is written once: a run started
+  again after it finished trains and records nothing. On reaching
   `max_steps`, writes `finished.json` ({"step": ...}) in `run_dir`.
 
-  Resumes from the last checkpoint in `run_dir` if there is one. Prints the
-  lines of reference section 7 with `out`; writes TensorBoard summaries and
-  metrics.jsonl in `run_dir`.
+  Resumes from the newest readable checkpoint in `run_dir`; the resumed
+  run's printed lines, metrics.jsonl and TensorBoard summaries are those of
+  an uninterrupted run (records written after that checkpoint are written
+  again). Prints the lines of reference section 7 with `out`.
+
+  SIGINT, SIGTERM and SIGHUP stop the run at the next safe point (between
+  blocks of steps or evaluation chunks) with a checkpoint: `stop`, a
+  rundir.StopRequest that the caller installed (rebar_train does so before
+  it builds the model), or one installed here.
+
+  Raises:
+    rundir.Stopped: a stop signal arrived; the checkpoint is saved.
+    rundir.Diverged: the training ELBO or a parameter became non-finite; no
+      checkpoint is saved after it.
+    rundir.RunDirError: the run directory's state cannot be used.
   """
   hparams = model.hparams
-  checkpoint = tf.train.Checkpoint(model=model, trainer=trainer)
-  manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(run_dir, 'checkpoints'), max_to_keep=2)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info('Resumed from %s at step %d', manager.latest_checkpoint,
-                 int(trainer.step.numpy()))
-  metrics = MetricsLog(os.path.join(run_dir, 'metrics.jsonl'),
-                       int(trainer.step.numpy()))
-  writer = tf.summary.create_file_writer(run_dir)
+  checkpoints = Checkpoints(tf.train.Checkpoint(model=model, trainer=trainer),
+                            run_dir)
+  resumed = checkpoints.restore()
+  step = int(trainer.step.numpy())
+  if resumed:
+    logging.info('Resumed from %s at step %d', resumed, step)
+  trainer.seed.assign(seed)
+  log = RunLog(run_dir, int(trainer.records.numpy()) if resumed else 0, step)
   iw_bound_fn = make_iw_bound_fn(model, hparams.n_input)
   spe = steps_per_epoch(trainer.n_train, hparams.batch_size)
   bs = hparams.batch_size
-  start_time = time.time()
-  last_save = time.time()
+  start_time = time.time() - log.wall_s
+  own_stop = stop is None
+  stop = stop or StopRequest()
 
-  def save():
-    manager.save(checkpoint_number=int(trainer.step.numpy()))
+  def due(step):
+    """The kinds of record due at `step`."""
+    kinds = []
+    epoch_end = step > 0 and step % spe == 0
+    if epoch_end or step == max_steps:
+      kinds.append('train')
+    epoch = int(step / (trainer.n_train / bs))
+    if ((epoch_end and eval_freq > 0 and epoch % eval_freq == 0) or
+        (final_eval and step == max_steps)):
+      kinds += ['valid', 'test']
+    return kinds
+
+  def save(step):
+    trainer.records.assign(log.count)
+    checkpoints.save(step)
+
+  def stop_now(step):
+    save(step)
+    raise Stopped(stop.signum, step)
 
   def report_epoch(step):
-    values, log_variances = trainer.take_epoch_summary()
+    values, log_variances = trainer.epoch_summary()
     out('Step %d: %s' % (step, values))
     if model.variance_names is None:
       log_variance = float(log_variances[0])
@@ -272,36 +595,56 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
                       for name, v in zip(model.variance_names, log_variances)}
       for name in sorted(log_variance):
         out('%s' % ((name, log_variance[name]),))
-    temperature = float(model.temperature().numpy())
-    with writer.as_default():
-      write_scalar('Train ELBO', values[0], step)
-      write_scalar('Temperature', temperature, step)
-      if isinstance(log_variance, dict):
-        for name, v in log_variance.items():
-          write_scalar('log grad variance/' + name, v, step)
-      else:
-        write_scalar('log grad variance', log_variance, step)
-    writer.flush()
-    metrics.write({'kind': 'train', 'step': step,
-                   'wall_s': round(time.time() - start_time, 3),
-                   'values': dict(zip(model.printed_names,
-                                      map(float, values))),
-                   'log_variance': log_variance,
-                   'temperature': temperature})
+    log.write({'kind': 'train', 'step': step,
+               'wall_s': round(time.time() - start_time, 3),
+               'values': dict(zip(model.printed_names, map(float, values))),
+               'log_variance': log_variance,
+               'temperature': float(model.temperature().numpy())})
+    trainer.reset_epoch_summary()
 
-  def run_eval(step):
-    for name, data in (('Valid', valid), ('Test', test)):
-      result = evaluate(iw_bound_fn, data, eval_samples)
-      out('%s %d: %s' % (name, step, np.array(result)))
-      metrics.write({'kind': name.lower(), 'step': step,
-                     'wall_s': round(time.time() - start_time, 3),
-                     'values': {'iw_bound': result[0], 'elbo': result[1]},
-                     'eval_samples': eval_samples})
+  def run_eval(kind, step):
+    """Evaluates on one set; False if a stop request abandoned it."""
+    # Evaluation noise comes from its own stream; an abandoned evaluation
+    # gives back what it drew, so the one run on resuming draws the same.
+    state = model.eval_generator.state.numpy()
+    result = evaluate(iw_bound_fn, valid if kind == 'valid' else test,
+                      eval_samples, stop)
+    if result is None:
+      model.eval_generator.state.assign(state)
+      return False
+    out('%s %d: %s' % (kind.capitalize(), step, np.array(result)))
+    log.write({'kind': kind, 'step': step,
+               'wall_s': round(time.time() - start_time, 3),
+               'values': {'iw_bound': result[0], 'elbo': result[1]},
+               'eval_samples': eval_samples})
+    return True
 
-  last_eval = None
-  try:
-    step = start_step = int(trainer.step.numpy())
-    while step < max_steps:
+  def check_finite():
+    bad = int(trainer.nonfinite_step.numpy())
+    if bad:
+      kept = checkpoints.steps()
+      raise Diverged(
+          'training diverged at step %d: the training ELBO or a parameter '
+          'became nan or inf; lower learning_rate (now %g) and start again '
+          '(the run directory keeps its checkpoint at step %d)'
+          % (bad, hparams.learning_rate, kept[-1] if kept else 0))
+
+  last_save = time.time()
+  with stop.installed() if own_stop else contextlib.nullcontext():
+    while True:
+      for kind in due(step):
+        if log.has(kind, step):
+          continue
+        if kind == 'train':
+          report_epoch(step)
+        elif not run_eval(kind, step):
+          stop_now(step)
+        if stop.requested:
+          stop_now(step)
+      if step >= max_steps:
+        break
+      if stop.requested:  # e.g. a signal while the model was being built
+        stop_now(step)
       epoch, position = divmod(step, spe)
       order = epoch_permutation(seed, epoch, trainer.n_train)
       end = min(spe, position + max_steps - step)
@@ -312,27 +655,15 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
         indices = order[position * bs:(position + n) * bs]
         trainer.run_block(indices.reshape(n, -1))
         position += n
+        step = int(trainer.step.numpy())
+        check_finite()
+        if stop.requested:
+          stop_now(step)
         if time.time() - last_save > checkpoint_secs:
-          save()
+          save(step)
           last_save = time.time()
-      step = int(trainer.step.numpy())
-      report_epoch(step)
-      if position == spe:
-        epoch = int(step / (trainer.n_train / bs))
-        if eval_freq > 0 and epoch % eval_freq == 0:
-          run_eval(step)
-          last_eval = step
-    # A run restarted after it finished trains nothing and evaluates nothing.
-    if final_eval and step > start_step and last_eval != step:
-      run_eval(step)
-  except KeyboardInterrupt:
-    logging.warning('Interrupted: saving a checkpoint at step %d',
-                    int(trainer.step.numpy()))
-    save()
-    raise
-  save()
-  step = int(trainer.step.numpy())
+      fault_point('epoch_end')
+    save(step)
   if step >= max_steps:
-    with open(os.path.join(run_dir, 'finished.json'), 'w') as f:
-      json.dump({'step': step}, f)
+    write_json(os.path.join(run_dir, FINISHED_FILE), {'step': step})
   return step

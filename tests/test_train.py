@@ -142,7 +142,8 @@ def test_200_steps_on_real_mnist_raise_the_elbo(mirror_data_dir):
   means = []
   for block in order.reshape(2, 100, 24):
     trainer.run_block(block)
-    values, log_variance = trainer.take_epoch_summary()
+    values, log_variance = trainer.epoch_summary()
+    trainer.reset_epoch_summary()
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(log_variance))
     means.append(values[0])
   assert int(trainer.step.numpy()) == 200
