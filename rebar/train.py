@@ -32,6 +32,7 @@ METRICS_FILE = 'metrics.jsonl'
 FINISHED_FILE = 'finished.json'
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged'  # in CHECKPOINT_DIR: checkpoints that did not read
+DIVERGED_ELBO_FACTOR = 100
 
 
 def steps_per_epoch(n_train, batch_size):
@@ -89,8 +90,13 @@ class Trainer(tf.Module):
                                name='records')
     # The run's seed, so that a damaged run.json can be rebuilt.
     self.seed = tf.Variable(-1, dtype=tf.int64, trainable=False, name='seed')
-    # The first step whose training ELBO was non-finite, or the end of the
-    # first block after which a parameter was; 0 while all are finite.
+    # A training ELBO below this is a diverged run, never a result: a
+    # hundred times the bound of a model that gives each pixel probability
+    # 1/2 (the initial model's is about that of such a model).
+    self.elbo_floor = -DIVERGED_ELBO_FACTOR * model.hparams.n_input * math.log(2)
+    # The first step whose training ELBO was nan or below elbo_floor, or the
+    # end of the first block after which a parameter was not finite; 0 while
+    # none was.
     self.nonfinite_step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                       name='nonfinite_step')
     # Traced once per batch shape: with static shapes autodiff emits no
@@ -124,7 +130,7 @@ class Trainer(tf.Module):
       self.acc_printed.assign_add(printed)
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
-      self._note_nonfinite(tf.math.is_finite(printed[0]))
+      self._note_nonfinite(printed[0] > self.elbo_floor)  # False for nan
       i += 1
     # What the model's tracker accumulates is read once per block.
     printed, variance = self.model.take_accumulated()
@@ -292,11 +298,11 @@ def tensorboard_scalars(record):
   Summaries are derived from the records alone, so that a resumed run can
   rewrite them exactly as an uninterrupted run wrote them.
   """
-  values = record['values']
+  values = record.get('values', {})
   if record['kind'] == 'train':
     pairs = [('Train ELBO', values.get('elbo')),
              ('Temperature', record.get('temperature'))]
-    log_variance = record['log_variance']
+    log_variance = record.get('log_variance')
     if isinstance(log_variance, dict):
       pairs += [('log grad variance/' + k, v)
                 for k, v in log_variance.items()]
@@ -407,6 +413,21 @@ class RunLog:
         write_scalar(tag, value, record['step'])
 
 
+# What reading a damaged checkpoint raises: truncated files give IndexError
+# ("Read less bytes than requested"), zeroed or missing ones OpErrors.
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError)
+
+
+def checkpoint_steps(directory):
+  """Steps of the checkpoints `ckpt-<step>` in `directory`, oldest first."""
+  steps = []
+  for name in os.listdir(directory):
+    match = re.fullmatch(r'ckpt-(\d+)\.index', name)
+    if match:
+      steps.append(int(match.group(1)))
+  return sorted(steps)
+
+
 class Checkpoints:
   """`run_dir/checkpoints/ckpt-<step>`: the newest `keep` training states.
 
@@ -430,13 +451,7 @@ class Checkpoints:
     return os.path.join(self.directory, 'ckpt-%d' % step)
 
   def steps(self):
-    """Steps of the checkpoints on disk, oldest first."""
-    steps = []
-    for name in os.listdir(self.directory):
-      match = re.fullmatch(r'ckpt-(\d+)\.index', name)
-      if match:
-        steps.append(int(match.group(1)))
-    return sorted(steps)
+    return checkpoint_steps(self.directory)
 
   def _delete(self, step, into=None):
     """Removes a checkpoint's files, or moves them into folder `into`."""
@@ -464,7 +479,7 @@ class Checkpoints:
       path = self._prefix(step)
       try:
         self.checkpoint.read(path).assert_existing_objects_matched()
-      except tf.errors.OpError as e:
+      except _READ_ERRORS as e:
         reason = ' '.join(str(e).split())[:200]
         logging.warning('Checkpoint %s is damaged (%s); moved it to %s and '
                         'trying an older one', path, reason, DAMAGED_DIR)
@@ -490,29 +505,33 @@ class Checkpoints:
     self._write_state()
 
   def _write_state(self):
-    # The `checkpoint` file, for TensorFlow's tools (tf.train.latest_checkpoint);
-    # restore() itself reads the folder.
-    paths = [self._prefix(s) for s in self.steps()]
-    if paths:
-      tf.compat.v1.train.update_checkpoint_state(
-          self.directory, paths[-1], all_model_checkpoint_paths=paths)
+    # The `checkpoint` file, for TensorFlow's tools (tf.train.latest_checkpoint,
+    # tf.train.load_checkpoint); restore() itself reads the folder.
+    names = ['ckpt-%d' % s for s in self.steps()]
+    if not names:
+      return
+    text = 'model_checkpoint_path: "%s"\n' % names[-1] + ''.join(
+        'all_model_checkpoint_paths: "%s"\n' % n for n in names)
+    tmp = os.path.join(self.directory, 'checkpoint.tmp')
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, os.path.join(self.directory, 'checkpoint'))
 
 
 def recorded_seed(run_dir):
-  """The seed kept in the run's newest checkpoint, or None."""
+  """The seed kept in the run's newest readable checkpoint, or None."""
   directory = os.path.join(run_dir, CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     return None
-  for name in sorted(os.listdir(directory), reverse=True):
-    if name.endswith('.index'):
-      try:
-        reader = tf.train.load_checkpoint(
-            os.path.join(directory, name[:-len('.index')]))
-        seed = int(reader.get_tensor('trainer/seed/.ATTRIBUTES/VARIABLE_VALUE'))
-      except (tf.errors.OpError, ValueError):
-        continue
-      if seed >= 0:
-        return seed
+  for step in reversed(checkpoint_steps(directory)):
+    try:
+      reader = tf.train.load_checkpoint(
+          os.path.join(directory, 'ckpt-%d' % step))
+      seed = int(reader.get_tensor('trainer/seed/.ATTRIBUTES/VARIABLE_VALUE'))
+    except _READ_ERRORS:
+      continue
+    if seed >= 0:
+      return seed
   return None
 
 
@@ -622,12 +641,11 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   def check_finite():
     bad = int(trainer.nonfinite_step.numpy())
     if bad:
-      kept = checkpoints.steps()
       raise Diverged(
-          'training diverged at step %d: the training ELBO or a parameter '
-          'became nan or inf; lower learning_rate (now %g) and start again '
-          '(the run directory keeps its checkpoint at step %d)'
-          % (bad, hparams.learning_rate, kept[-1] if kept else 0))
+          'training diverged at step %d: the training ELBO fell below %.0f '
+          'or became nan, or a parameter became nan or inf; lower '
+          'learning_rate (now %g) and start again'
+          % (bad, trainer.elbo_floor, hparams.learning_rate))
 
   last_save = time.time()
   with stop.installed() if own_stop else contextlib.nullcontext():
