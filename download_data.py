@@ -5,8 +5,9 @@
 
 Each URL flag takes an http(s):// URL, a file:// URL or a filesystem path,
 e.g. `--mnist_binarized_url=/path/to/mirror/binarized_mnist` for an offline
-mirror laid out like the public URLs. Prints a summary; exits with status 1
-if any dataset failed (2 for unknown dataset names).
+mirror laid out like the public URLs, or a comma-separated list of them,
+tried in order (docs/data.md lists the defaults). Prints a summary; exits
+with status 1 if any dataset failed (2 for unknown dataset names).
 """
 
 import os

@@ -21,6 +21,14 @@ once into uncompressed `.npz` caches that load in a fraction of a second:
                         with `dynamic_b`). Built on first need only, as no
                         published run uses it.
 
+Each cache has a record `<cache>.sha256` (size, mtime, sha256) written when
+it is built; a cache that no longer matches it, or whose data fails the zip's
+CRCs when read, is rebuilt from the raw files.
+
+Each source is a list of locations tried in order (docs/data.md lists the
+defaults and mirrors); each file's download has a deadline, past which what
+arrived is kept in `<file>.part` for the next try to resume.
+
 `download` and `ensure_data` fetch what is missing; `load_data` never
 downloads (it builds a missing cache from raw files already present).
 This module does not import TensorFlow; scipy and requests are imported only
@@ -33,6 +41,8 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import socket
 import sys
 import time
 import urllib.parse
@@ -44,15 +54,23 @@ import zlib
 from absl import logging
 import numpy as np
 
-MNIST_URL = 'http://yann.lecun.com/exdb/mnist'
-MNIST_BINARIZED_URL = (
-    'http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist')
-OMNIGLOT_URL = (
-    'https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat')
+# Locations tried in order. LeCun's site answers 404 for the training images
+# since 2025; the next two are the copies that torchvision and TensorFlow
+# Datasets download from, the same bytes (the pinned md5 decides).
+MNIST_URLS = (
+    'http://yann.lecun.com/exdb/mnist',
+    'https://ossci-datasets.s3.amazonaws.com/mnist',
+    'https://storage.googleapis.com/cvdf-datasets/mnist',
+)
+# No copy known to serve the same bytes (docs/data.md).
+MNIST_BINARIZED_URLS = (
+    'http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist',)
+OMNIGLOT_URLS = (
+    'https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat',)
 DEFAULT_URLS = {
-    'mnist_url': MNIST_URL,
-    'mnist_binarized_url': MNIST_BINARIZED_URL,
-    'omniglot_url': OMNIGLOT_URL,
+    'mnist_url': MNIST_URLS,
+    'mnist_binarized_url': MNIST_BINARIZED_URLS,
+    'omniglot_url': OMNIGLOT_URLS,
 }
 DEFAULT_DATA_DIR = os.path.expanduser(os.path.join('~', '.rebar', 'data'))
 
@@ -67,6 +85,16 @@ OMNIGLOT_SHUFFLE_SEED = 123
 
 _CHUNK = 1 << 20
 _HTTP_TIMEOUT = (10, 60)  # seconds: (connect, between two reads)
+# A read timeout restarts with every byte, so a server trickling bytes would
+# hold a download for days: each file gets this many seconds in all, plus one
+# per _DEADLINE_BYTES_PER_S bytes of its size (an average of about 0.8
+# Mbit/s). What arrived by then is kept for the next try to resume.
+DOWNLOAD_DEADLINE_S = 120
+_DEADLINE_BYTES_PER_S = 100_000
+_UNKNOWN_SIZE = 100_000_000  # Assumed if unknown: GitHub's limit on a file.
+# A temporary file of ours unchanged for this long has lost its writer; a
+# younger one may be another process's write in progress.
+_STALE_TMP_S = 60
 
 
 class DataError(Exception):
@@ -77,11 +105,27 @@ class DataError(Exception):
 
 
 class CorruptFileError(DataError):
-  """A raw file whose content is wrong (size, checksum or format)."""
+  """A raw file whose content is wrong (size, checksum or format).
 
-  def __init__(self, path, reason):
-    super().__init__(f'{path}: {reason}')
-    self.path = path
+  Attributes:
+    path: the file.
+    reason: what is wrong with it.
+    source: where its bytes were downloaded from, if they just were.
+  """
+
+  def __init__(self, path, reason, source=None):
+    rejected = f'download from {source} rejected: ' if source else ''
+    super().__init__(f'{path}: {rejected}{reason}')
+    self.path, self.reason, self.source = path, reason, source
+
+
+class DownloadError(DataError):
+  """A location that could not be fetched from; `reason` says why."""
+
+  def __init__(self, source, reason):
+    self.source = source
+    self.reason = ' '.join(str(reason).splitlines())
+    super().__init__(f'cannot fetch {source}: {self.reason}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,18 +190,20 @@ def _fix_hint(datasets, data_dir):
 def define_flags():
   """Defines --data_dir and the three URL flags; safe to call twice."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  tried = ' A comma-separated list is tried in order.'
   definitions = (
       ('data_dir', DEFAULT_DATA_DIR,
        'Directory for downloaded files and their caches (default '
        '~/.rebar/data, expanded).'),
-      ('mnist_url', MNIST_URL,
+      ('mnist_url', ','.join(MNIST_URLS),
        'Base location (http(s)://, file:// or a directory) of '
-       'train-images-idx3-ubyte.gz, used for dynamic binarization.'),
-      ('mnist_binarized_url', MNIST_BINARIZED_URL,
+       'train-images-idx3-ubyte.gz, used for dynamic binarization.' + tried),
+      ('mnist_binarized_url', ','.join(MNIST_BINARIZED_URLS),
        'Base location (http(s)://, file:// or a directory) of '
-       'binarized_mnist_{train,valid,test}.amat.'),
-      ('omniglot_url', OMNIGLOT_URL,
-       'Location (http(s)://, file:// or a path) of the file chardata.mat.'),
+       'binarized_mnist_{train,valid,test}.amat.' + tried),
+      ('omniglot_url', ','.join(OMNIGLOT_URLS),
+       'Location (http(s)://, file:// or a path) of the file chardata.mat.'
+       + tried),
   )
   for name, default, help_text in definitions:
     if name not in flags.FLAGS:
@@ -165,11 +211,27 @@ def define_flags():
 
 
 def urls_from_flags(flag_values=None):
-  """The `urls` dict of `download`/`ensure_data`, read from parsed flags."""
+  """The `urls` dict of `download`/`ensure_data`, read from parsed flags.
+
+  Each value is the tuple of locations its flag lists.
+  """
   if flag_values is None:
     from absl import flags  # pylint: disable=g-import-not-at-top
     flag_values = flags.FLAGS
-  return {name: flag_values[name].value for name in DEFAULT_URLS}
+  return {name: split_locations(flag_values[name].value)
+          for name in DEFAULT_URLS}
+
+
+def split_locations(value):
+  """The locations a `urls` value names, in order, as a tuple.
+
+  A string is a comma-separated list (as the flags take); a list or tuple
+  holds one location per item, so a location may contain a comma there.
+  """
+  if value is None:
+    return ()
+  items = value.split(',') if isinstance(value, str) else value
+  return tuple(item.strip() for item in items if item and item.strip())
 
 
 # ---------------------------------------------------------------- readers
@@ -402,6 +464,7 @@ def _npz_layout(path):
 
 
 def _cache_is_valid(path, cache):
+  """Whether cache `path` holds the arrays `cache` needs, as when built."""
   if not os.path.exists(path):
     return False
   try:
@@ -418,7 +481,118 @@ def _cache_is_valid(path, cache):
       logging.warning('cache %s does not hold the expected arrays; '
                       'rebuilding it', path)
       return False
+  return _cache_intact(path)
+
+
+def _cache_record_path(path):
+  return path + '.sha256'
+
+
+def _read_cache_record(path):
+  """The fields recorded for cache `path`, or None if none can be read."""
+  try:
+    with open(_cache_record_path(path)) as f:
+      fields = json.load(f)
+    return {'size': int(fields['size']), 'mtime_ns': int(fields['mtime_ns']),
+            'sha256': str(fields['sha256'])}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _record_cache(path, stat, digest):
+  """Writes the size, mtime and sha256 of cache `path` beside it."""
+  fields = {'file': os.path.basename(path), 'size': stat.st_size,
+            'mtime_ns': stat.st_mtime_ns, 'sha256': digest}
+  _write_atomic(_cache_record_path(path), lambda f: f.write(
+      json.dumps(fields, indent=1).encode() + b'\n'))
+
+
+def _zip_damage(path):
+  """Why the members of zip `path` fail their CRCs, or None if none does."""
+  try:
+    with zipfile.ZipFile(path) as zf:
+      bad = zf.testzip()
+  except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+    return str(e)
+  return None if bad is None else f'{bad} fails its CRC'
+
+
+def _cache_intact(path):
+  """Whether cache `path` holds the bytes recorded when it was built.
+
+  A size and mtime equal to the record's are taken as proof, so that a load
+  costs a stat; a changed mtime costs a full sha256. A cache without a record
+  (built by older code, or by a build cut short before writing it) is read
+  in full against the zip's CRCs, then recorded; where the record cannot be
+  written (a read-only --data_dir) that check is repeated on each load.
+  """
+  try:
+    stat = os.stat(path)
+    record = _read_cache_record(path)
+    if record is not None:
+      if (record['size'], record['mtime_ns']) == (stat.st_size,
+                                                  stat.st_mtime_ns):
+        return True
+      if record['size'] != stat.st_size:
+        logging.warning('cache %s is %d bytes, not the %d recorded in %s; '
+                        'rebuilding it', path, stat.st_size, record['size'],
+                        _cache_record_path(path))
+        return False
+      digest = file_digest(path)
+      if digest != record['sha256']:
+        logging.warning('cache %s does not match the sha256 recorded in %s '
+                        'when it was built; rebuilding it', path,
+                        _cache_record_path(path))
+        return False
+    else:
+      damage = _zip_damage(path)
+      if damage is not None:
+        logging.warning('cache %s is damaged (%s); rebuilding it', path,
+                        damage)
+        return False
+      digest = file_digest(path)
+  except OSError as e:
+    logging.warning('cache %s is unreadable (%s); rebuilding it', path, e)
+    return False
+  try:
+    _record_cache(path, stat, digest)
+  except OSError as e:
+    logging.info('cannot record the checksum of cache %s (%s)', path, e)
   return True
+
+
+def _write_cache(path, arrays):
+  """Writes `arrays` to cache `path`, then its record."""
+  # Without the old record first, a kill between the two writes would leave
+  # a new cache beside a record it fails, and a needless rebuild.
+  _remove(_cache_record_path(path))
+  _write_atomic(path, lambda f: np.savez(f, **arrays))
+  _record_cache(path, os.stat(path), file_digest(path))
+
+
+def _remove_leftovers(data_dir):
+  """Deletes temporary files that interrupted writes of ours left behind."""
+  targets = sorted({
+      *_CACHES, *(_cache_record_path(c) for c in _CACHES),
+      *(os.path.basename(_record_path(data_dir, n)) for n in RAW_FILES)})
+  # The names `_write_atomic` gives them, and no other.
+  pattern = re.compile(r'(?:%s)\.[0-9a-f]{8}\.tmp' %
+                       '|'.join(re.escape(t) for t in targets))
+  try:
+    names = os.listdir(data_dir)
+  except OSError:
+    return
+  now = time.time()
+  for name in names:
+    if not pattern.fullmatch(name):
+      continue
+    path = os.path.join(data_dir, name)
+    try:
+      if now - os.stat(path).st_mtime > _STALE_TMP_S:
+        os.remove(path)
+        logging.info('removed %s, left by an interrupted write', path)
+    except OSError:
+      pass  # Gone already, or not ours to remove: harmless either way.
 
 
 # ---------------------------------------------------------------- files
@@ -532,18 +706,18 @@ def _is_http(source):
   return source.lower().startswith(('http://', 'https://'))
 
 
-def source_for(name, urls):
-  """The location of raw file `name` under the given `urls`."""
+def sources_for(name, urls):
+  """The locations to try, in order, for raw file `name` under `urls`."""
   raw = RAW_FILES[name]
-  try:
-    location = urls[raw.url_flag]
-  except KeyError:
-    raise DataError(f'no location given for --{raw.url_flag}') from None
+  found = split_locations(urls.get(raw.url_flag))
+  if not found:
+    raise DataError(f'no location given for --{raw.url_flag}; pass one, or a '
+                    'comma-separated list')
   if not raw.url_is_base:
-    return location
-  if '://' in location:
-    return location.rstrip('/') + '/' + name
-  return os.path.join(os.path.expanduser(location), name)
+    return found
+  return tuple(location.rstrip('/') + '/' + name if '://' in location
+               else os.path.join(os.path.expanduser(location), name)
+               for location in found)
 
 
 def _local_path(source):
@@ -553,9 +727,20 @@ def _local_path(source):
   parsed = urllib.parse.urlparse(source)
   if parsed.scheme.lower() != 'file' or parsed.netloc not in ('',
                                                               'localhost'):
-    raise DataError(f'unsupported source {source}; use http(s)://, file:// '
-                    'or a filesystem path')
+    raise DownloadError(source, 'unsupported; use http(s)://, file:// or a '
+                        'filesystem path')
   return urllib.request.url2pathname(parsed.path)
+
+
+def download_deadline(expected):
+  """Seconds the download of a file that `expected` describes may take."""
+  size = expected.size if expected is not None and expected.size else (
+      _UNKNOWN_SIZE)
+  return DOWNLOAD_DEADLINE_S + size / _DEADLINE_BYTES_PER_S
+
+
+class _DeadlinePassed(Exception):
+  """Raised by `_stream_to` when a download runs past its deadline."""
 
 
 class _Progress:
@@ -581,8 +766,14 @@ class _Progress:
     sys.stderr.flush()
 
 
-def _stream_to(chunks, part, append, done, total, expected, label, progress):
-  """Writes byte chunks to `part`; stops early past the expected size."""
+def _stream_to(chunks, part, append, done, total, expected, label, progress,
+               deadline=None):
+  """Writes byte chunks to `part`; stops early past the expected size.
+
+  Raises:
+    _DeadlinePassed: the `time.monotonic()` deadline passed; what arrived
+      is in `part`.
+  """
   limit = expected.size if expected is not None else None
   bar = _Progress(label, total, progress)
   try:
@@ -593,6 +784,8 @@ def _stream_to(chunks, part, append, done, total, expected, label, progress):
         bar.update(done)
         if limit is not None and done > limit:
           break  # Longer than the file can be: the size check rejects it.
+        if deadline is not None and time.monotonic() > deadline:
+          raise _DeadlinePassed()
   finally:
     bar.update(done, final=True)
 
@@ -602,7 +795,7 @@ def _copy_local(source, part, expected, label, progress):
   try:
     src = open(path, 'rb')
   except OSError as e:
-    raise DataError(f'cannot read {path} ({e.strerror})') from e
+    raise DownloadError(source, e.strerror or e) from e
   with src:
     total = os.fstat(src.fileno()).st_size
     _stream_to(iter(lambda: src.read(_CHUNK), b''), part, False, 0, total,
@@ -619,22 +812,72 @@ def _range_start(response):
     return None
 
 
+def _body_chunks(response):
+  """The body of a streamed `requests` response, in pieces as they arrive."""
+  raw = response.raw
+  if not hasattr(raw, 'read1'):  # urllib3 < 2: a piece waits to be full.
+    yield from response.iter_content(_CHUNK)
+    return
+  # `read1` returns whatever one socket read brings, where `iter_content`
+  # blocks until a whole chunk is in: the caller's deadline is checked as
+  # each byte trickles in.
+  while chunk := raw.read1(_CHUNK, decode_content=True):
+    yield chunk
+
+
+def _lookup_failure(error):
+  """The socket.gaierror (failed host name lookup) behind `error`, or None."""
+  seen, pending = set(), [error]
+  while pending:
+    e = pending.pop()
+    if not isinstance(e, BaseException) or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, socket.gaierror):
+      return e
+    # requests and urllib3 wrap it in args, `reason` and exception chains.
+    pending.extend((e.__cause__, e.__context__, getattr(e, 'reason', None),
+                    *e.args))
+  return None
+
+
+def _timeouts(timeout, deadline):
+  """(connect, read) timeouts of a request, none ending past `deadline`."""
+  left = max(deadline - time.monotonic(), 0.01)
+  connect, read = timeout if isinstance(timeout, tuple) else (timeout,
+                                                               timeout)
+  return (left if connect is None else min(connect, left),
+          left if read is None else min(read, left))
+
+
 def _http_download(url, part, expected, label, retries, backoff, timeout,
-                   progress):
+                   seconds, progress):
   """Streams `url` into `part`, resuming what `part` already holds.
 
   Network errors and 5xx answers are retried `retries` times with
-  exponential backoff, each try resuming from the bytes already written.
+  exponential backoff, each try resuming from the bytes already written,
+  all within `seconds`. Failures that another try cannot mend (an unknown
+  host, a 4xx answer other than 408 and 429) are not retried.
 
   Returns:
     Whether the final file includes bytes from an earlier request (so a
     checksum failure may be the old bytes' fault).
+
+  Raises:
+    DownloadError: the tries failed or ran out of time; `part` keeps what
+      arrived, for a later call to resume.
   """
   import requests  # pylint: disable=g-import-not-at-top  (only for HTTP)
+  import urllib3  # pylint: disable=g-import-not-at-top  (comes with it)
+  deadline = time.monotonic() + seconds
   resumed = False
+  error = None
   for attempt in range(retries + 1):
     if attempt:
-      time.sleep(backoff * 2 ** (attempt - 1))
+      pause = backoff * 2 ** (attempt - 1)
+      if time.monotonic() + pause >= deadline:
+        break
+      time.sleep(pause)
     offset = os.path.getsize(part) if os.path.exists(part) else 0
     # Identity encoding: the checksum is of the file's bytes as served.
     headers = {'Accept-Encoding': 'identity'}
@@ -642,13 +885,12 @@ def _http_download(url, part, expected, label, retries, backoff, timeout,
       headers['Range'] = f'bytes={offset}-'
     try:
       with requests.get(url, headers=headers, stream=True,
-                        timeout=timeout) as response:
+                        timeout=_timeouts(timeout, deadline)) as response:
         status = response.status_code
         if offset and status == 416:
           return True  # `part` holds the whole file or more: check it.
         if 400 <= status < 500 and status not in (408, 429):
-          raise DataError(f'download of {url} failed: HTTP {status} '
-                          f'{response.reason}')
+          raise DownloadError(url, f'HTTP {status} {response.reason}')
         response.raise_for_status()
         append = bool(offset) and status == 206 and (
             _range_start(response) == offset)
@@ -658,19 +900,31 @@ def _http_download(url, part, expected, label, retries, backoff, timeout,
         length = response.headers.get('Content-Length', '')
         total = offset + int(length) if length.isdigit() else (
             expected.size if expected is not None else None)
-        _stream_to(response.iter_content(_CHUNK), part, append, offset,
-                   total, expected, label, progress)
+        _stream_to(_body_chunks(response), part, append, offset, total,
+                   expected, label, progress, deadline)
       return resumed
-    except requests.RequestException as e:
+    except _DeadlinePassed:
+      break
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
+      lookup = _lookup_failure(e)
+      if lookup is not None:
+        host = urllib.parse.urlparse(url).hostname
+        raise DownloadError(url, f'host {host} not found '
+                            f'({lookup.strerror or lookup})') from None
       error = e
       logging.warning('download of %s: %s (try %d of %d)', url, e,
                       attempt + 1, retries + 1)
-  raise DataError(f'download of {url} failed after {retries + 1} tries: '
-                  f'{error}')
+  else:
+    raise DownloadError(url, f'failed after {retries + 1} tries: {error}')
+  kept = os.path.getsize(part) if os.path.exists(part) else 0
+  last = f' (last error: {error})' if error is not None else ''
+  raise DownloadError(url, f'not done by its {seconds:g} s deadline{last}; '
+                      f'the {kept} bytes that arrived are kept in {part} for '
+                      'the next try to resume')
 
 
 def fetch(source, dest, expected=None, *, retries=3, backoff=1.0,
-          timeout=_HTTP_TIMEOUT, progress=True):
+          timeout=_HTTP_TIMEOUT, deadline=None, progress=True):
   """Downloads `source` into `dest`, which appears only once verified.
 
   Bytes go to `dest + '.part'`; it is renamed to `dest` only when its size
@@ -680,19 +934,32 @@ def fetch(source, dest, expected=None, *, retries=3, backoff=1.0,
   downloaded once more from scratch. `file://` URLs and paths are copied
   afresh, in the same streamed way.
 
+  Args:
+    source: http(s):// URL, file:// URL or filesystem path.
+    dest: the file to create.
+    expected: what the file must be (Expected), or None.
+    retries, backoff: retries of a failed http(s) request, the first after
+      `backoff` seconds, each later one after twice as long as the last.
+    timeout: requests' (connect, read) timeouts, in seconds.
+    deadline: seconds an http(s) download may take in all, tries and pauses
+      included (None: `download_deadline(expected)`).
+    progress: show a progress line on stderr.
+
   Raises:
-    DataError: the source cannot be read; nothing is left behind.
+    DownloadError: the source cannot be read (a `.part` holding bytes that
+      did arrive is kept, for the next call to resume).
     CorruptFileError: the downloaded bytes fail the check (`path` is `dest`);
       nothing is left behind.
   """
   part = dest + '.part'
   label = os.path.basename(dest)
+  seconds = download_deadline(expected) if deadline is None else deadline
   if not _is_http(source):
     _remove(part)  # A local copy is cheap: never resume one.
   for first_try in (True, False):
     if _is_http(source):
       resumed = _http_download(source, part, expected, label, retries,
-                               backoff, timeout, progress)
+                               backoff, timeout, seconds, progress)
     else:
       _copy_local(source, part, expected, label, progress)
       resumed = False
@@ -702,10 +969,35 @@ def fetch(source, dest, expected=None, *, retries=3, backoff=1.0,
       return
     _remove(part)
     if not (resumed and first_try):
-      raise CorruptFileError(dest, f'download from {source} rejected: '
-                             f'{reason}')
+      raise CorruptFileError(dest, reason, source)
     logging.warning('%s resumed from a partial download is corrupt (%s); '
                     'downloading it again from scratch', label, reason)
+
+
+def _fetch_first(name, path, urls, expected, progress):
+  """Fetches raw file `name` into `path` from the first location that works.
+
+  Raises:
+    DataError: every location failed; one line lists each and why, and names
+      the flag to set.
+  """
+  flag = RAW_FILES[name].url_flag
+  sources = sources_for(name, urls)
+  failures = []
+  for i, source in enumerate(sources):
+    if i and (expected is None or expected.digest is None):
+      # No checksum would catch a file spliced from two sources' bytes.
+      _remove(path + '.part')
+    try:
+      fetch(source, path, expected, progress=progress)
+      return
+    except DataError as e:
+      failures.append(f'{source} ({getattr(e, "reason", e)})')
+      if i + 1 < len(sources):
+        logging.warning('%s; trying %s next', e, sources[i + 1])
+  raise DataError(f'could not fetch {name} from --{flag}: '
+                  f'{"; ".join(failures)}; set --{flag} to a reachable copy '
+                  '(a comma-separated list is tried in order)')
 
 
 def _get_raw(name, data_dir, urls, dataset, progress):
@@ -732,12 +1024,8 @@ def _get_raw(name, data_dir, urls, dataset, progress):
     raise DataError(f'{dataset} data not found in {data_dir}; '
                     + _fix_hint([dataset], data_dir))
   _make_dir(data_dir)
-  source = source_for(name, urls)
-  flag = RAW_FILES[name].url_flag
   try:
-    fetch(source, path, expected, progress=progress)
-  except DataError as e:
-    raise DataError(f'{e} (set --{flag} to a reachable copy)') from e
+    _fetch_first(name, path, urls, expected, progress)
   except OSError as e:
     raise DataError(f'cannot write {path} ({e}); pass a writable '
                     '--data_dir') from e
@@ -753,6 +1041,7 @@ def _get_cache(cache_name, data_dir, urls, progress=True):
   """
   cache = _CACHES[cache_name]
   path = os.path.join(data_dir, cache_name)
+  _remove_leftovers(data_dir)
   if _cache_is_valid(path, cache):
     return path
   for attempt in range(2):
@@ -768,12 +1057,13 @@ def _get_cache(cache_name, data_dir, urls, progress=True):
         raise DataError(f'{e}; deleted it; '
                         + _fix_hint([cache.dataset], data_dir)) from e
       if attempt or os.path.basename(e.path) in fetched:
-        raise
+        flag = RAW_FILES[os.path.basename(e.path)].url_flag
+        raise DataError(f'{e}; deleted it; set --{flag} to a good copy') from e
       continue
     _make_dir(data_dir)
     try:
       _record_unpinned(cache.dataset, data_dir)
-      _write_atomic(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+      _write_cache(path, arrays)
     except OSError as e:
       raise DataError(f'cannot write {path} ({e}); pass a writable '
                       '--data_dir') from e
@@ -837,18 +1127,40 @@ def ensure_data(task, dynamic_b, data_dir, urls=None, download=True, *,
   return datasets_for(task, dynamic_b)
 
 
+def _read_cache(cache_name, data_dir, read):
+  """Returns read(npz) of a cache, rebuilt once if its data reads damaged.
+
+  Damage that left the cache's mtime alone (a failing disk) passes the
+  record check; the zip's CRCs, checked as each array is read, catch it.
+  """
+  for attempt in range(2):
+    path = _get_cache(cache_name, data_dir, None)
+    try:
+      with np.load(path) as npz:
+        return read(npz)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
+      if attempt:
+        raise DataError(f'cache {path} reads damaged even rebuilt ({e}); '
+                        'check the disk, or pass another --data_dir') from e
+      logging.warning('cache %s is damaged (%s); rebuilding it', path, e)
+      _remove(path)
+      _remove(_cache_record_path(path))
+
+
 def load_data(hparams, data_dir, compact=False):
   """(train, valid, test) float32 arrays of shape (n, 784), reference 2.
 
   `hparams` is any object with attributes `task` and `dynamic_b`. Never
   downloads: a missing cache is built from raw files in `data_dir` if they
-  are there, else DataError names the fix. With `compact`, binary sets are
-  returned as uint8 0/1 (the same values, a quarter of the memory; grey
-  training sets stay float32).
+  are there, else DataError names the fix; so is a damaged one. With
+  `compact`, binary sets are returned as uint8 0/1 (the same values, a
+  quarter of the memory; grey training sets stay float32).
   """
   data_dir = os.path.expanduser(data_dir)
   task, dynamic_b = hparams.task, bool(hparams.dynamic_b)
-  paths = [_get_cache(c, data_dir, None) for c in _caches_for(task, dynamic_b)]
+  caches = _caches_for(task, dynamic_b)
+  for cache_name in caches:  # Any missing data is reported before loading.
+    _get_cache(cache_name, data_dir, None)
 
   def as_float(npz, key):
     # One uint8 array at a time, so no more than one is held beside the
@@ -859,13 +1171,14 @@ def load_data(hparams, data_dir, compact=False):
     return values.astype(np.float32)
 
   if task == 'omni':
-    with np.load(paths[0]) as f:
-      return tuple(as_float(f, key) for key in SPLITS)
-  with np.load(paths[0]) as f:
-    valid, test = as_float(f, 'valid'), as_float(f, 'test')
-    if not dynamic_b:
-      return as_float(f, 'train'), valid, test
-  with np.load(paths[1]) as f:
-    train = f['train'].astype(np.float32)
+    return _read_cache(caches[0], data_dir, lambda f: tuple(
+        as_float(f, key) for key in SPLITS))
+  keys = ('valid', 'test') if dynamic_b else SPLITS
+  binary = _read_cache(caches[0], data_dir, lambda f: {
+      key: as_float(f, key) for key in keys})
+  if not dynamic_b:
+    return binary['train'], binary['valid'], binary['test']
+  train = _read_cache(caches[1], data_dir,
+                      lambda f: f['train'].astype(np.float32))
   train /= np.float32(255)  # Grey levels in [0, 1].
-  return train, valid, test
+  return train, binary['valid'], binary['test']

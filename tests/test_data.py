@@ -9,11 +9,14 @@ import gzip
 import hashlib
 import http.server
 import json
+import logging
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 
 import numpy as np
@@ -127,12 +130,17 @@ def small_sources(tmp_path, monkeypatch):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-  """Serves `server.files`, honouring single `bytes=N-` ranges if asked."""
+  """Serves `server.files`, honouring single `bytes=N-` ranges if asked.
+
+  Records each request's path and Range header; with `server.trickle` set,
+  sends a byte every `trickle` seconds (20 at most) instead of the body.
+  """
 
   def do_GET(self):  # pylint: disable=invalid-name
     server = self.server
     range_header = self.headers.get('Range')
     server.requests.append(range_header)
+    server.paths.append(self.path)
     body = server.files.get(self.path)
     if body is None:
       self.send_error(404)
@@ -156,20 +164,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self.end_headers()
     if server.drop_after is not None:  # Announce all, send part, hang up.
       payload, server.drop_after = payload[:server.drop_after], None
+    trickle = server.trickle  # As it was when this request came.
+    if trickle is not None:
+      for i in range(min(len(payload), 20)):
+        try:
+          self.wfile.write(payload[i:i + 1])
+        except OSError:
+          return  # The client gave up.
+        time.sleep(trickle)
+      return
     self.wfile.write(payload)
 
   def log_message(self, *args):
     pass
 
 
-@pytest.fixture
-def http_server(monkeypatch):
+def clear_proxies(monkeypatch):
+  """Lets requests connect directly, as the tests' hosts are not proxied."""
   for name in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY',
                'all_proxy', 'ALL_PROXY'):
     monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def http_server(monkeypatch):
+  clear_proxies(monkeypatch)
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-  server.files, server.requests = {}, []
-  server.honour_range, server.drop_after = True, None
+  server.files, server.requests, server.paths = {}, [], []
+  server.honour_range, server.drop_after, server.trickle = True, None, None
   server.url = f'http://127.0.0.1:{server.server_address[1]}'
   thread = threading.Thread(target=server.serve_forever, args=(0.05,),
                             daemon=True)
@@ -345,6 +367,7 @@ def test_omniglot_invalid_mat_is_rejected_and_not_recorded(small_sources):
   write_mat(src.src / 'chardata.mat', data=src.omni['data'])  # No testdata.
   error = data.download(['omniglot'], data_dir, src.urls)['omniglot']
   assert 'testdata' in error
+  assert '--omniglot_url' in error and '\n' not in error
   assert not (data_dir / 'chardata.mat').exists()
   assert not (data_dir / 'chardata.mat.sha256').exists()
   assert not (data_dir / 'omniglot.npz').exists()
@@ -445,6 +468,148 @@ def test_fetch_http_missing_file_fails_at_once(tmp_path, payload,
   assert_nothing_left(dest)
 
 
+def test_fetch_gives_up_on_a_trickling_server_and_keeps_its_bytes(
+    tmp_path, payload, http_server):
+  http_server.files['/f'] = payload.body
+  http_server.trickle = 0.5  # Each read succeeds: no read timeout fires.
+  dest = tmp_path / 'out.bin'
+  start = time.monotonic()
+  with pytest.raises(data.DataError, match='deadline') as info:
+    data.fetch(f'{http_server.url}/f', str(dest), payload.expected,
+               backoff=0, deadline=1.5, progress=False)
+  # Given up at the first byte past the deadline, one trickle step late.
+  assert 1.5 <= time.monotonic() - start < 1.5 + 0.5 + 1.0
+  assert '\n' not in str(info.value)
+  assert http_server.requests == [None]  # No try starts past the deadline.
+  kept = (tmp_path / 'out.bin.part').read_bytes()
+  assert kept and kept == payload.body[:len(kept)]
+  http_server.trickle = None
+  data.fetch(f'{http_server.url}/f', str(dest), payload.expected,
+             progress=False)
+  assert dest.read_bytes() == payload.body
+  assert http_server.requests[-1] == f'bytes={len(kept)}-'
+
+
+def test_fetch_http_keeps_what_arrived_for_the_next_call(tmp_path, payload,
+                                                         http_server):
+  http_server.files['/f'] = payload.body
+  http_server.drop_after = 1_000_000
+  dest = tmp_path / 'out.bin'
+  with pytest.raises(data.DataError):
+    data.fetch(f'{http_server.url}/f', str(dest), payload.expected,
+               retries=0, progress=False)
+  assert (tmp_path / 'out.bin.part').read_bytes() == payload.body[:1_000_000]
+  data.fetch(f'{http_server.url}/f', str(dest), payload.expected,
+             progress=False)
+  assert dest.read_bytes() == payload.body
+  assert http_server.requests == [None, 'bytes=1000000-']
+
+
+def test_download_deadline_grows_with_the_file():
+  small = data.download_deadline(data.Expected(9_912_422))
+  large = data.download_deadline(data.Expected(78_400_000))
+  unknown = data.download_deadline(None)
+  assert 60 < small < large < 30 * 60 and 60 < unknown < 30 * 60
+
+
+UNKNOWN_HOST = 'no-such-host.invalid'
+
+
+@pytest.fixture
+def unknown_host(monkeypatch):
+  """Makes lookups of UNKNOWN_HOST fail, as DNS would; returns their list."""
+  clear_proxies(monkeypatch)
+  lookups = []
+  real = socket.getaddrinfo
+
+  def getaddrinfo(host, *args, **kwargs):
+    if host == UNKNOWN_HOST:
+      lookups.append(host)
+      raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+    return real(host, *args, **kwargs)
+
+  monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+  return lookups
+
+
+def test_fetch_unknown_host_fails_at_once(tmp_path, payload, unknown_host):
+  dest = str(tmp_path / 'out.bin')
+  with pytest.raises(data.DataError, match=f'{UNKNOWN_HOST} not found'):
+    data.fetch(f'http://{UNKNOWN_HOST}/f', dest, payload.expected,
+               backoff=0, progress=False)
+  assert unknown_host == [UNKNOWN_HOST]  # Not retried.
+  assert_nothing_left(dest)
+
+
+def test_unknown_host_names_the_flag_then_the_next_location_is_tried(
+    small_sources, http_server, unknown_host):
+  src, data_dir = small_sources, small_sources.data_dir
+  name = 'train-images-idx3-ubyte.gz'
+  http_server.files[f'/mnist/{name}'] = (src.src / 'mnist' / name).read_bytes()
+  urls = dict(src.urls, mnist_url=f'http://{UNKNOWN_HOST}/mnist')
+  error = data.download(['mnist'], data_dir, urls, progress=False)['mnist']
+  assert f'http://{UNKNOWN_HOST}/mnist/{name}' in error
+  assert '--mnist_url' in error
+  assert '\n' not in error and len(error) < 300
+  assert unknown_host == [UNKNOWN_HOST]
+  urls['mnist_url'] += f',{http_server.url}/mnist'
+  assert data.download(['mnist'], data_dir, urls, progress=False) == {
+      'mnist': None}
+  assert unknown_host == [UNKNOWN_HOST] * 2
+  assert http_server.paths == [f'/mnist/{name}']
+
+
+# ------------------------------------------------- sources
+
+
+def test_url_values_are_lists_tried_in_order():
+  name = 'train-images-idx3-ubyte.gz'
+  want = (f'http://a/mnist/{name}', os.path.join('local', name))
+  assert data.sources_for(name, {'mnist_url': 'http://a/mnist/, local'}) == (
+      want)
+  assert data.sources_for(name, {'mnist_url': ['http://a/mnist', 'local']}) == (
+      want)
+  assert data.sources_for('chardata.mat', {'omniglot_url': 'c.mat'}) == (
+      'c.mat',)
+  assert data.sources_for(name, data.DEFAULT_URLS) == tuple(
+      f'{base}/{name}' for base in (
+          'http://yann.lecun.com/exdb/mnist',
+          'https://ossci-datasets.s3.amazonaws.com/mnist',
+          'https://storage.googleapis.com/cvdf-datasets/mnist'))
+  flag_values = {key: types.SimpleNamespace(value=' x , y,')
+                 for key in data.DEFAULT_URLS}
+  assert data.urls_from_flags(flag_values)['mnist_url'] == ('x', 'y')
+  with pytest.raises(data.DataError, match='--mnist_url'):
+    data.sources_for(name, {'mnist_url': ' , '})
+
+
+def test_download_tries_each_location_in_order(small_sources, http_server):
+  src, data_dir = small_sources, small_sources.data_dir
+  name = 'train-images-idx3-ubyte.gz'
+  good = (src.src / 'mnist' / name).read_bytes()
+  other = bytearray(good)
+  other[len(other) // 2] ^= 0xff  # A mirror serving other bytes.
+  http_server.files[f'/other/{name}'] = bytes(other)
+  http_server.files[f'/mnist/{name}'] = good
+  bases = [f'{http_server.url}/{folder}' for folder in ('gone', 'other')]
+  error = data.download(['mnist'], data_dir,
+                        dict(src.urls, mnist_url=','.join(bases)),
+                        progress=False)['mnist']
+  assert '\n' not in error and '--mnist_url' in error
+  assert f'{bases[0]}/{name} (HTTP 404' in error
+  assert f'{bases[1]}/{name} (md5' in error
+  assert not (data_dir / name).exists()
+  assert not (data_dir / f'{name}.part').exists()
+  bases.append(f'{http_server.url}/mnist')
+  http_server.paths.clear()
+  assert data.download(['mnist'], data_dir,
+                       dict(src.urls, mnist_url=','.join(bases)),
+                       progress=False) == {'mnist': None}
+  assert http_server.paths == [f'/gone/{name}', f'/other/{name}',
+                               f'/mnist/{name}']
+  assert (data_dir / name).read_bytes() == good
+
+
 # ------------------------------------------------- download / ensure_data
 
 
@@ -494,6 +659,78 @@ def test_corrupt_raw_file_is_deleted_then_downloaded_again(small_sources):
       'binarized_mnist': None}
   _, valid, _ = data.load_data(hparams('sbn'), data_dir)
   np.testing.assert_array_equal(valid, src.binarized['valid'])
+
+
+def damage_middle(path, keep_mtime):
+  """Flips 16 bytes in the middle of a file (inside an `.npz`'s arrays)."""
+  stat = path.stat()
+  raw = bytearray(path.read_bytes())
+  middle = len(raw) // 2
+  raw[middle:middle + 16] = bytes(b ^ 0xff for b in raw[middle:middle + 16])
+  path.write_bytes(raw)
+  # A failing disk leaves the mtime alone; an edit within the clock's tick
+  # might too, so the test sets the one it means.
+  mtime = stat.st_mtime_ns if keep_mtime else stat.st_mtime_ns + 10**9
+  os.utime(path, ns=(stat.st_atime_ns, mtime))
+
+
+@pytest.mark.parametrize('damage, warning', [
+    ('edited', 'does not match the sha256 recorded'),
+    ('bit_rot', 'CRC'),
+    ('no_record', 'fails its CRC'),
+])
+def test_damaged_cache_is_rebuilt(small_sources, caplog, damage, warning):
+  src, data_dir = small_sources, small_sources.data_dir
+  data.download(['binarized_mnist'], data_dir, src.urls, progress=False)
+  cache = data_dir / 'binarized_mnist.npz'
+  record = data_dir / 'binarized_mnist.npz.sha256'
+  if damage == 'no_record':  # As the older code left caches.
+    record.unlink()
+  damage_middle(cache, keep_mtime=damage == 'bit_rot')
+  caplog.clear()
+  got = data.load_data(hparams('sbn'), data_dir)
+  for x, split in zip(got, data.SPLITS):
+    np.testing.assert_array_equal(x, src.binarized[split])
+  assert any(r.levelno == logging.WARNING and 'rebuilding' in r.getMessage()
+             and warning in r.getMessage() for r in caplog.records)
+  assert json.loads(record.read_text())['sha256'] == sha256(cache)
+
+
+def test_cache_without_a_record_is_recorded_not_rebuilt(small_sources):
+  src, data_dir = small_sources, small_sources.data_dir
+  data.download(['binarized_mnist'], data_dir, src.urls, progress=False)
+  cache = data_dir / 'binarized_mnist.npz'
+  record = data_dir / 'binarized_mnist.npz.sha256'
+  built = json.loads(record.read_text())
+  assert built['sha256'] == sha256(cache)
+  assert built['size'] == cache.stat().st_size
+  record.unlink()  # As the older code left caches.
+  for name in data.DATASETS['binarized_mnist']:
+    (data_dir / name).unlink()  # So that a rebuild would fail.
+  train, _, _ = data.load_data(hparams('sbn'), data_dir)
+  np.testing.assert_array_equal(train, src.binarized['train'])
+  assert json.loads(record.read_text()) == built
+
+
+def test_leftover_temporary_files_are_removed(small_sources):
+  src, data_dir = small_sources, small_sources.data_dir
+  data.download(['binarized_mnist'], data_dir, src.urls, progress=False)
+  ours = ['binarized_mnist.npz.0123abcd.tmp', 'omniglot.npz.deadbeef.tmp',
+          'binarized_mnist.npz.sha256.89abcdef.tmp',
+          'chardata.mat.sha256.00ff00ff.tmp']
+  others = ['notes.npz.0123abcd.tmp', 'binarized_mnist.npz.tmp',
+            'binarized_mnist.npz.0123abcd.tmp.keep',
+            'binarized_mnist.npz.0123abcdef.tmp', 'chardata.mat.part']
+  young = 'mnist_train_grey.npz.12345678.tmp'  # Maybe a write in progress.
+  old = time.time() - 120
+  for name in ours + others + [young]:
+    (data_dir / name).write_bytes(b'x')
+    if name != young:
+      os.utime(data_dir / name, (old, old))
+  data.load_data(hparams('sbn'), data_dir)
+  left = set(os.listdir(data_dir))
+  assert not left & set(ours)
+  assert set(others) | {young} <= left
 
 
 def test_missing_data_names_the_fix(tmp_path):
