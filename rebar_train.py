@@ -17,6 +17,8 @@ from absl import flags
 from absl import logging
 
 from rebar import data
+from rebar import memory
+from rebar import rundir
 from rebar.hparams import HParamsError, parse_hparams
 
 FLAGS = flags.FLAGS
@@ -51,40 +53,88 @@ flags.DEFINE_bool('xla', True,
 data.define_flags()
 
 
-def fail(message):
+def fail(message, code=2):
   """Ends the program with one clear line on stderr."""
   sys.stderr.write('rebar_train.py: error: %s\n' % message)
-  sys.exit(2)
+  sys.exit(code)
 
 
-def run_seed(run_dir, requested):
-  """The run's seed: recorded at its start so that resuming keeps it."""
-  path = os.path.join(run_dir, 'run.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      recorded = json.load(f)['seed']
-    if requested is not None and requested != recorded:
-      logging.warning('Run directory %s was started with seed %d; resuming '
-                      'with it, not --seed=%d.', run_dir, recorded, requested)
-    return recorded
-  seed = requested if requested is not None else random.randrange(2 ** 31)
-  with open(path, 'w') as f:
-    json.dump({'seed': seed}, f)
-  return seed
-
-
-def main(argv):
-  del argv
-  try:
-    hparams = parse_hparams(FLAGS.hparams)
-  except HParamsError as e:
-    fail('--hparams: %s' % e)
-  if FLAGS.eval_images < 0:
-    fail('--eval_images must be 0 (all) or positive, got %d'
-         % FLAGS.eval_images)
+def check_flags():
+  """Fails on flag values that cannot work."""
+  bounds = (('max_steps', 1, 'a positive number of steps'),
+            ('eval_freq', 0, '0 (never) or a number of epochs'),
+            ('checkpoint_secs', 0, '0 (after every block) or more seconds'),
+            ('threads', 0, '0 (one per core) or a positive count'),
+            ('eval_images', 0, '0 (all) or a positive count'))
+  for name, lowest, meaning in bounds:
+    if FLAGS[name].value < lowest:
+      fail('--%s must be %s, got %d' % (name, meaning, FLAGS[name].value))
   if FLAGS.eval_samples <= 0 or FLAGS.eval_samples % 100:
     fail('--eval_samples must be a positive multiple of 100, got %d'
          % FLAGS.eval_samples)
+
+
+def run_seed(run_dir, requested):
+  """The run's seed: recorded at its start so that resuming keeps it.
+
+  A damaged run.json (a power cut) is rebuilt from --seed or from the seed
+  the newest checkpoint holds.
+  """
+  path = os.path.join(run_dir, 'run.json')
+  try:
+    recorded = rundir.read_json(path)
+  except rundir.RunDirError as e:
+    recorded = None
+    seed = requested
+    if seed is None:
+      from rebar import train as training  # pylint: disable=g-import-not-at-top
+      seed = training.recorded_seed(run_dir)
+    if seed is None and os.path.isdir(os.path.join(run_dir, 'checkpoints')):
+      fail('%s and no checkpoint records the seed; pass --seed=<the run\'s '
+           'seed> to rebuild it' % e)
+    logging.warning('%s; rebuilding it with seed %s', e,
+                    'drawn afresh' if seed is None else seed)
+    requested = seed
+  if recorded is not None:
+    if requested is not None and requested != recorded['seed']:
+      logging.warning('Run directory %s was started with seed %d; resuming '
+                      'with it, not --seed=%d.', run_dir, recorded['seed'],
+                      requested)
+    return recorded['seed']
+  seed = requested if requested is not None else random.randrange(2 ** 31)
+  rundir.write_json(path, {'seed': seed})
+  return seed
+
+
+def prepare_run_dir(hparams):
+  """Creates and locks the run directory; writes hparams.json. Returns
+  (run_dir, lock)."""
+  run_dir = os.path.join(FLAGS.working_dir, hparams.run_name())
+  try:
+    os.makedirs(run_dir, exist_ok=True)
+    lock = rundir.RunDirLock(run_dir).acquire()
+    for name in os.listdir(run_dir):
+      if name.endswith('.tmp'):  # an atomic write cut short by a crash
+        os.remove(os.path.join(run_dir, name))
+    rundir.write_json(os.path.join(run_dir, 'hparams.json'), hparams.values())
+  except rundir.RunDirError as e:
+    fail(str(e))
+  except OSError as e:
+    fail('cannot write the run directory %s (%s); pass a writable '
+         '--working_dir' % (run_dir, e.strerror or e))
+  return run_dir, lock
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail('unexpected arguments: %s (flags take the form --name=value; quote '
+         'an --hparams value that contains spaces)' % ' '.join(argv[1:]))
+  try:
+    hparams = parse_hparams(FLAGS.hparams)
+    memory.check_fits(hparams)
+  except HParamsError as e:
+    fail('--hparams: %s' % e)
+  check_flags()
   if (hparams.model in ('SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances')
       and hparams.quadratic and not hparams.quadratic_fix
       and hparams.n_layer >= 2):
@@ -92,16 +142,6 @@ def main(argv):
                     'biased REBAR control variate (q layers above the first); '
                     'add quadratic_fix=true for the unbiased form.',
                     hparams.n_layer)
-  run_dir = os.path.join(FLAGS.working_dir, hparams.run_name())
-  try:
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, 'hparams.json'), 'w') as f:
-      json.dump(hparams.values(), f, indent=2, sort_keys=True)
-  except OSError as e:
-    fail('cannot write the run directory %s (%s); pass a writable '
-         '--working_dir' % (run_dir, e.strerror or e))
-  seed = run_seed(run_dir, FLAGS.seed)
-
   try:
     data.ensure_data(hparams.task, hparams.dynamic_b, FLAGS.data_dir,
                      data.urls_from_flags(), download=FLAGS.download)
@@ -109,7 +149,40 @@ def main(argv):
                                         compact=True)
   except data.DataError as e:
     fail(str(e))
+  if hparams.batch_size > train.shape[0]:
+    fail('--hparams: batch_size %d is larger than the training set (%d '
+         'images); choose at most %d' % (hparams.batch_size, train.shape[0],
+                                         train.shape[0]))
+  run_dir, lock = prepare_run_dir(hparams)
+  seed = run_seed(run_dir, FLAGS.seed)
+  stop = rundir.StopRequest()
+  with stop.installed():
+    train_in(run_dir, lock, hparams, seed, train, valid, test, stop)
 
+
+def train_in(run_dir, lock, hparams, seed, train, valid, test, stop):
+  """Builds the model and trains it in the locked `run_dir`; exits with a
+  clear line on a stop signal, divergence or damaged state."""
+  try:
+    build_and_train(run_dir, hparams, seed, train, valid, test, stop)
+  except rundir.Stopped as e:
+    sys.stderr.write('rebar_train.py: %s; checkpoint saved in %s; run the '
+                     'same command to resume\n' % (e, run_dir))
+    sys.exit(128 + e.signum)
+  except KeyboardInterrupt:
+    sys.stderr.write('rebar_train.py: stopped at once, unsaved; run the same '
+                     'command to resume from the last checkpoint in %s\n'
+                     % run_dir)
+    sys.exit(130)
+  except rundir.Diverged as e:
+    fail(str(e), code=1)
+  except rundir.RunDirError as e:
+    fail(str(e))
+  finally:
+    lock.release()
+
+
+def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
   # TensorFlow is imported only now, so that argument and data errors are
   # reported at once.
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -131,16 +204,12 @@ def main(argv):
     valid, test = valid[:FLAGS.eval_images], test[:FLAGS.eval_images]
   trainer = training.Trainer(model, train, jit_compile=FLAGS.xla)
   del train  # the trainer holds its own (compact) copy
-  try:
-    training.train(model, trainer, valid, test, run_dir, seed,
-                   FLAGS.max_steps, FLAGS.eval_freq,
-                   eval_samples=FLAGS.eval_samples,
-                   checkpoint_secs=FLAGS.checkpoint_secs,
-                   final_eval=FLAGS.final_eval,
-                   out=lambda line: print(line, flush=True))
-  except KeyboardInterrupt:
-    sys.stderr.write('Interrupted; checkpoint saved in %s\n' % run_dir)
-    sys.exit(130)
+  training.train(model, trainer, valid, test, run_dir, seed,
+                 FLAGS.max_steps, FLAGS.eval_freq,
+                 eval_samples=FLAGS.eval_samples,
+                 checkpoint_secs=FLAGS.checkpoint_secs,
+                 final_eval=FLAGS.final_eval,
+                 out=lambda line: print(line, flush=True), stop=stop)
 
 
 def run():

@@ -5,12 +5,23 @@ value parsed with the type of its default (`true`/`false` for bools).
 """
 
 import dataclasses
+import hashlib
+import math
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar',
           'SBNDynamicRebar', 'SBNGumbel', 'SBNTrackGradVariances', 'SBNRelax',
           'SBNRebarPerLayer')
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 TASKS = ('sbn', 'sp', 'omni')
+# n_input each task's data fixes: every dataset holds 28 x 28 images
+# (rebar/data.py N_PIXELS, not imported here so that parsing hparams loads no
+# numpy); task `sp` takes whole images too and splits them itself.
+TASK_N_INPUT = {'sbn': 784, 'sp': 784, 'omni': 784}
+# The longest file name (one path component) of Linux file systems, in bytes.
+MAX_RUN_NAME_BYTES = 255
+# Hex digits of sha256 that end a shortened run name: 48 bits, so that a
+# collision between two shortened names is out of reach in practice.
+RUN_NAME_HASH_DIGITS = 12
 # Hparams that the original did not have.
 EXTENSIONS = ('sp_multilayer', 'quadratic_fix', 'relax_cv', 'relax_depth',
               'relax_weight_decay', 'var_lr_scale', 'track_relax')
@@ -72,15 +83,60 @@ class HParams:
     Values are written as Python's str() writes them, as the original did.
     Hparams this project added appear only when set away from their default,
     so a run of the original's hparams gets the original's directory name.
+
+    A name longer than MAX_RUN_NAME_BYTES (255, in UTF-8 bytes: the longest
+    file name Linux file systems take) could not be created, so it is
+    shortened:
+      `model_<model>`, then the `name_value` pairs of the other hparams that
+      differ from their defaults, sorted by name, joined by `.`, cut to fit
+      (at a byte, never inside a character), and then `.hash_` and the
+      first RUN_NAME_HASH_DIGITS hex digits of the sha256 of the full name.
+    The hash makes two different sets of hparams give different names even
+    where their readable parts are cut to the same text; a full name starts
+    with `batch_size_`, a shortened one with `model_`, so the two never
+    meet. Names that fit are never changed.
     """
+    full = self._full_run_name()
+    if len(full.encode('utf-8')) <= MAX_RUN_NAME_BYTES:
+      return full
+    suffix = '.hash_' + hashlib.sha256(
+        full.encode('utf-8')).hexdigest()[:RUN_NAME_HASH_DIGITS]
+    values = self.values()
+    pairs = ['model_%s' % values.pop('model')] + [
+        '%s_%s' % (k, v) for k, v in sorted(values.items())
+        if v != _FIELDS[k].default]
+    head = '.'.join(pairs).encode('utf-8')
+    head = head[:MAX_RUN_NAME_BYTES - len(suffix)]
+    # A cut inside a multi-byte character drops its leading bytes; a cut at
+    # a separator leaves no empty component before the hash.
+    head = head.decode('utf-8', errors='ignore').rstrip('.')
+    return head + suffix
+
+  def _full_run_name(self):
+    """The original's naming rule, whatever the length."""
     values = self.values()
     for name in EXTENSIONS:
       if values[name] == _FIELDS[name].default:
         del values[name]
     return '.'.join('%s_%s' % (k, v) for k, v in sorted(values.items()))
 
-  def validate(self):
-    """Raises HParamsError for values that cannot work."""
+  def validate(self, check_data_sizes=True):
+    """Raises HParamsError for values that cannot work.
+
+    Args:
+      check_data_sizes: also require the sizes the task's data fixes
+        (n_input, TASK_N_INPUT). False for models built without data, such
+        as the tests' tiny ones.
+    Returns:
+      self.
+    """
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      # nan passes no comparison and inf passes every lower bound, so the
+      # range checks below would let them through to training.
+      if isinstance(field.default, float) and not math.isfinite(value):
+        raise HParamsError('%s must be a finite number, got %s'
+                           % (field.name, value))
     if self.model not in MODELS:
       raise HParamsError('unknown model %r; choose one of: %s'
                          % (self.model, ', '.join(MODELS)))
@@ -91,6 +147,16 @@ class HParams:
       if getattr(self, name) <= 0:
         raise HParamsError('%s must be positive, got %d'
                            % (name, getattr(self, name)))
+    expected = TASK_N_INPUT[self.task]
+    if check_data_sizes and self.n_input != expected:
+      # Otherwise the first mismatch shows as a shape error deep inside
+      # TensorFlow, after the data has loaded.
+      raise HParamsError(
+          'n_input must be %d for task %s (the pixels of its images%s), got '
+          '%d; leave n_input out' % (
+              expected, self.task,
+              ', which sp splits into halves itself' if self.task == 'sp'
+              else '', self.n_input))
     for name in ('learning_rate', 'temperature'):
       if not getattr(self, name) > 0:
         raise HParamsError('%s must be positive, got %g'
@@ -142,16 +208,21 @@ def _parse_value(name, text):
 def parse_hparams(text='', validate=True, **overrides):
   """Parses `name=value,...` over the defaults; `overrides` apply last.
 
+  A name given twice in `text` is an error (which one was meant?); an
+  override of a name in `text` is not: overrides replace it.
+
   Args:
     text: the hparams string, e.g. "model=SBNRebar,n_layer=2".
-    validate: check that the values can work (HParams.validate).
+    validate: check that the values can work (HParams.validate). An
+      `n_input` override is taken as is (tests build tiny models without
+      data); in `text` it must be the task's (TASK_N_INPUT).
     **overrides: values set directly (already typed), e.g. in tests.
   Returns:
     HParams.
   Raises:
     HParamsError: one-line message naming the bad entry and the fix.
   """
-  values = {}
+  values, given = {}, {}
   for item in (text or '').split(','):
     item = item.strip()
     if not item:
@@ -163,11 +234,17 @@ def parse_hparams(text='', validate=True, **overrides):
     if name not in _FIELDS:
       raise HParamsError('unknown hparam %r; valid names: %s'
                          % (name, ', '.join(_FIELDS)))
+    if name in values:
+      raise HParamsError('hparam %s is given twice (%s=%s and %s=%s); keep one'
+                         % (name, name, given[name], name, value))
     values[name] = _parse_value(name, value)
+    given[name] = value
   for name in overrides:
     if name not in _FIELDS:
       raise HParamsError('unknown hparam %r; valid names: %s'
                          % (name, ', '.join(_FIELDS)))
   values.update(overrides)
   hparams = HParams(**values)
-  return hparams.validate() if validate else hparams
+  if validate:
+    hparams.validate(check_data_sizes='n_input' not in overrides)
+  return hparams
