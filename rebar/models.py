@@ -14,7 +14,7 @@ import math
 
 import tensorflow as tf
 
-from rebar import estimators
+from rebar.estimators import sbn as estimators
 from rebar.networks import Dense
 from rebar.optim import (Adam, GradVarianceTracker,
                          MultiEstimatorVarianceTracker, total_sum)

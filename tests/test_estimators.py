@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from rebar import data
-from rebar import estimators
+from rebar.estimators import sbn as estimators
 from rebar import models
 from rebar import train as training
 from rebar.hparams import parse_hparams

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rebar import estimators
+from rebar.estimators import sbn as estimators
 from rebar import models
 from rebar.sbn import Pass, conditional_noise, logistic_sample, relaxed_sampler
 from tests import enumeration
