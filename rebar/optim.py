@@ -13,8 +13,15 @@ def dense_gradients(grads, like):
   return [tf.zeros_like(x) if g is None else g for g, x in zip(grads, like)]
 
 
+def _in_dtype(x, dtype):
+  """x (a Python number or a tensor) as a tensor of `dtype`; a Python float
+  is converted directly (not through float32, which would round it)."""
+  return tf.cast(tf.convert_to_tensor(x, dtype_hint=dtype), dtype)
+
+
 class Adam(tf.Module):
-  """Adam over a fixed list of variables."""
+  """Adam over a fixed list of variables, of any floating dtype (float32
+  variables are updated in float32, float64 ones in float64)."""
 
   def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999,
                epsilon=1e-8, name='adam'):
@@ -37,11 +44,18 @@ class Adam(tf.Module):
     """One Adam step; `grads` aligned with the variables (None = zero)."""
     if not self.variables_list:
       return
-    t = tf.cast(self.iterations.assign_add(1), tf.float32)
-    alpha = (self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta2, t))
-             / (1.0 - tf.pow(self.beta1, t)))
+    step = self.iterations.assign_add(1)
+    alphas = {}  # the step size in each variable dtype, formed once per dtype
     grads = dense_gradients(grads, self.variables_list)
     for var, m, v, g in zip(self.variables_list, self.m, self.v, grads):
+      dtype = var.dtype.base_dtype
+      if dtype not in alphas:
+        t = tf.cast(step, dtype)
+        alphas[dtype] = (
+            _in_dtype(self.learning_rate, dtype)
+            * tf.sqrt(1.0 - tf.pow(_in_dtype(self.beta2, dtype), t))
+            / (1.0 - tf.pow(_in_dtype(self.beta1, dtype), t)))
+      alpha = alphas[dtype]
       # New moments as values first, so that XLA updates var, m and v in
       # one pass over memory instead of re-reading the assigned slots.
       m_new = self.beta1 * m + (1.0 - self.beta1) * g

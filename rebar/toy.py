@@ -14,7 +14,9 @@ at most 0.0005, far below the noise of a one-sample estimator. θ starts at 0
   RELAX      the same ĝ with a free-form c_φ(z) = r_ρ(z), an MLP
              1 -> 10 tanh -> 1 on the scalar z
 
-where f(b) = (b - t)². Noise, shared by the three estimators step for step:
+where f(b) = (b - t)². The three are rebar.estimators.bernoulli's reinforce
+(baseline 0), rebar and relax on one unit (d = 1, ℓ = θ), and every Adam is
+rebar.optim.Adam. Noise, shared by the three estimators step for step:
 u, w ~ U(0, 1); z = θ + log u - log(1 - u), b = 1[z > 0] (so b = 1 iff
 u > u' = σ(-θ)); z~ ~ p(z | b, θ) through v = u' + w(1 - u') if b = 1 and
 v = w u' if b = 0 (a fresh w; v is a function of θ at fixed w, which carries
@@ -22,8 +24,9 @@ v = w u' if b = 0 (a fresh w; v is a function of θ at fixed w, which carries
 
 The control-variate parameters (η, log λ for REBAR; φ = ρ for RELAX) are
 trained by their own Adam to minimise the single-sample variance surrogate
-ĝ², its gradient taken through ĝ by nested autodiff (an inner tape gives
-∂c/∂θ, an outer tape differentiates ĝ² with respect to the parameters). Since
+ĝ² (the Result's variance_objective), its gradient taken through ĝ by
+nested autodiff (the estimator's inner tape gives ∂c/∂θ, Trainer.step's
+outer tape differentiates ĝ² with respect to the parameters). Since
 ĝ is unbiased for every value of those parameters, ∂E[ĝ²]/∂φ = ∂Var(ĝ)/∂φ.
 
 Why RELAX's c_φ is the network alone: a constant c = 0.25 (between f(0) =
@@ -64,6 +67,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from rebar.estimators import bernoulli
+from rebar.optim import Adam
+from rebar.sbn import logistic_sample
+
 TARGET = 0.499
 DTYPE = tf.float64
 ESTIMATORS = ('reinforce', 'rebar', 'relax')
@@ -102,10 +109,15 @@ def exact_gradient(theta):
   return p * (1.0 - p) * ((1.0 - TARGET) ** 2 - TARGET ** 2)
 
 
-# Control variates c(z; params), z of any shape.
+def f_rows(b):
+  """f on rows of one unit, [..., 1] -> [...] (rebar.estimators.bernoulli's
+  f)."""
+  return tf.reduce_sum(f(b), axis=-1)
+
+
 def concrete(z, log_temperature):
   """f(σ(z / λ)), the Concrete relaxation of f, λ = exp(log_temperature)."""
-  return f(tf.sigmoid(z * tf.exp(-log_temperature)))
+  return f(tf.sigmoid(z / tf.exp(log_temperature)))
 
 
 def mlp(z, w1, b1, w2, b2):
@@ -115,11 +127,13 @@ def mlp(z, w1, b1, w2, b2):
 
 
 def rebar_cv(z, params):
+  """REBAR's c(z) = η f(σ(z/λ)), elementwise (for the figure)."""
   eta, log_temperature = params
   return eta * concrete(z, log_temperature)
 
 
 def relax_cv(z, params):
+  """RELAX's c_φ(z) = r_ρ(z), elementwise."""
   return mlp(z, *params)
 
 
@@ -151,87 +165,32 @@ def noise(steps, seed):
   return np.clip(rng.random((steps, 2)), NOISE_EPS, 1.0 - NOISE_EPS)
 
 
-def sample_z(theta, u):
-  return theta + tf.math.log(u) - tf.math.log1p(-u)
+def estimate(estimator, theta, u, w, params=()):
+  """The bernoulli.Result of `estimator` for each element of θ, u, w.
 
-
-def conditional_z(theta, b, w):
-  """z~ ~ p(z | b, θ) by v = u' + w(1 - u') (b = 1), v = w u' (b = 0), u' =
-  σ(-θ), z~ = θ + log v - log(1 - v); logs written without forming v."""
-  p = tf.sigmoid(theta)
-  log_p = tf.math.log_sigmoid(theta)
-  log_q = tf.math.log_sigmoid(-theta)
-  # b = 1: 1 - v = (1 - w) p.   b = 0: v = w (1 - p).
-  z_one = theta + tf.math.log1p(-(1.0 - w) * p) - tf.math.log1p(-w) - log_p
-  z_zero = theta + tf.math.log(w) + log_q - tf.math.log1p(-w * (1.0 - p))
-  return tf.where(b > 0.5, z_one, z_zero)
+  θ, u, w have one shape S (θ a tensor); each element is one problem with
+  one unit (d = 1): ℓ = θ, noise u, and w the conditional sample's v.
+  The Result's fields have shape S + [1] (estimate) or S (f_values).
+  """
+  logits, u, w = theta[..., None], u[..., None], w[..., None]
+  if estimator == 'reinforce':
+    return bernoulli.reinforce(logits, f_rows, u)
+  if estimator == 'rebar':
+    eta, log_temperature = params
+    return bernoulli.rebar(logits, f_rows, u, w, eta,
+                           tf.exp(log_temperature))
+  return bernoulli.relax(
+      logits, f_rows, u, w,
+      lambda z: tf.reduce_sum(relax_cv(z, params), axis=-1))
 
 
 def estimates(estimator, theta, u, w, params=()):
   """ĝ for each element of θ, u, w (all of one shape); θ a tensor.
 
-  Differentiable with respect to `params` (the inner tape is recorded by any
-  enclosing tape). Element i of the result depends on θ[i] only, so the
-  gradient of a sum gives per-element derivatives.
+  Differentiable with respect to `params` (the estimator's inner tape is
+  recorded by any enclosing tape).
   """
-  cv = CONTROL_VARIATES[estimator]
-  with tf.GradientTape(persistent=True) as tape:
-    tape.watch(theta)
-    z = sample_z(theta, u)
-    b = tf.cast(z > 0.0, DTYPE)
-    if cv is not None:
-      z_tilde = conditional_z(theta, b, w)
-      c_z = cv(z, params)
-      c_z_tilde = cv(z_tilde, params)
-  score = b - tf.sigmoid(theta)
-  if cv is None:
-    return f(b) * score
-  d_c_z = tape.gradient(c_z, theta)
-  d_c_z_tilde = tape.gradient(c_z_tilde, theta)
-  del tape
-  return (f(b) - c_z_tilde) * score + d_c_z - d_c_z_tilde
-
-
-def variance_gradients(estimator, theta, u, w, params):
-  """One sample: (ĝ, [∂ĝ²/∂param for each param]) — what a step applies."""
-  params = list(params)
-  with tf.GradientTape() as tape:
-    tape.watch(params)
-    g = estimates(estimator, tf.reshape(theta, [1]), tf.reshape(u, [1]),
-                  tf.reshape(w, [1]), params)[0]
-    surrogate = tf.square(g)
-  grads = tape.gradient(surrogate, params) if params else []
-  return g, grads
-
-
-class Adam(tf.Module):
-  """Adam (dtype-generic) on a list of variables; same update as
-  rebar.optim.Adam: x -= lr·sqrt(1 - β2^t)/(1 - β1^t)·m/(sqrt(v) + ε)."""
-
-  def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999,
-               epsilon=1e-8):
-    super().__init__()
-    self.variables_list = list(variables)
-    self.learning_rate = learning_rate
-    self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-    self.t = tf.Variable(0.0, dtype=DTYPE, trainable=False)
-    self.m = [tf.Variable(tf.zeros_like(v), trainable=False)
-              for v in self.variables_list]
-    self.v = [tf.Variable(tf.zeros_like(v), trainable=False)
-              for v in self.variables_list]
-
-  def apply(self, grads):
-    if not self.variables_list:
-      return
-    t = self.t.assign_add(1.0)
-    beta1 = tf.constant(self.beta1, DTYPE)
-    beta2 = tf.constant(self.beta2, DTYPE)
-    alpha = (self.learning_rate * tf.sqrt(1.0 - tf.pow(beta2, t))
-             / (1.0 - tf.pow(beta1, t)))
-    for x, m, v, g in zip(self.variables_list, self.m, self.v, grads):
-      m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
-      v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-      x.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+  return estimate(estimator, theta, u, w, params).estimate[..., 0]
 
 
 class Trainer(tf.Module):
@@ -245,16 +204,27 @@ class Trainer(tf.Module):
     self.theta = tf.Variable(0.0, dtype=DTYPE, name='theta')
     self.params = [tf.Variable(np.asarray(p, np.float64), dtype=DTYPE)
                    for p in params]
-    self.theta_adam = Adam([self.theta], learning_rate, beta2=theta_beta2)
-    self.cv_adam = Adam(self.params, cv_learning_rate, beta2=cv_beta2)
+    self.theta_adam = Adam([self.theta], learning_rate, beta2=theta_beta2,
+                           name='theta_adam')
+    self.cv_adam = Adam(self.params, cv_learning_rate, beta2=cv_beta2,
+                        name='cv_adam')
 
   def step(self, u, w):
-    """One step on noise (u, w); returns ĝ (evaluated before the update)."""
-    g, grads = variance_gradients(self.estimator, self.theta, u, w,
-                                  self.params)
-    self.theta_adam.apply([g])
-    self.cv_adam.apply(grads)
-    return g
+    """One step on noise (u, w); returns ĝ (evaluated before the update).
+
+    θ's gradient is that of the estimator's surrogate (= ĝ, one sample);
+    the control-variate parameters' that of its variance objective ĝ².
+    """
+    with tf.GradientTape(persistent=True) as tape:
+      result = estimate(self.estimator, tf.reshape(self.theta, [1]),
+                        tf.reshape(u, [1]), tf.reshape(w, [1]), self.params)
+    theta_grad = tape.gradient(result.surrogate, self.theta)
+    cv_grads = (tape.gradient(result.variance_objective, self.params)
+                if self.params else [])
+    del tape
+    self.theta_adam.apply([theta_grad])
+    self.cv_adam.apply(cv_grads)
+    return tf.reshape(result.estimate, [])
 
   @tf.function(input_signature=[tf.TensorSpec([None, 2], DTYPE)])
   def run_block(self, block):
@@ -277,7 +247,7 @@ def relaxation_curve(estimator, params, theta, u):
   if estimator == 'reinforce':
     return None
   params = [tf.constant(p, DTYPE) for p in params]
-  z = sample_z(tf.constant(theta, DTYPE), tf.constant(u, DTYPE))
+  z = logistic_sample(tf.constant(theta, DTYPE), tf.constant(u, DTYPE))
   return CONTROL_VARIATES[estimator](z, params).numpy()
 
 
