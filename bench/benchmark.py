@@ -93,9 +93,8 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50,
   from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
   hparams = parse_hparams(hparams_text)
-  model_class = models.MODEL_CLASSES[hparams.model]
   runtime.configure(xla_fusion_emitters=(  # as rebar_train does
-      not own_process or model_class.xla_fusion_emitters(hparams)))
+      not own_process or runtime.xla_fusion_emitters(hparams)))
   # As rebar_train loads it: binary sets as uint8.
   train_x, _, _ = data.load_data(hparams, data_dir, compact=True)
   model = models.build_model(
@@ -223,7 +222,7 @@ def time_data_loading(data_dir):
   return statistics.median(times)
 
 
-def main():
+def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data_dir', default=os.path.expanduser(
       '~/.rebar/data'))
@@ -237,32 +236,20 @@ def main():
   parser.add_argument('--cell', help=argparse.SUPPRESS)
   parser.add_argument('--eval_images', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--eval_samples', help=argparse.SUPPRESS)
-  args = parser.parse_args()
-  if args.cell:
-    print(json.dumps(time_cell(args.cell, args.data_dir, args.repeats or 5,
-                               args.steps)))
-    return
-  if args.eval_images:
-    print(json.dumps(time_evaluation(
-        args.data_dir, args.eval_images,
-        [int(k) for k in args.eval_samples.split(',')], args.repeats or 1)))
-    return
+  return parser.parse_args()
 
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  repeats = args.repeats or (3 if args.quick else 7)
-  models_ = args.models.split(',')
+
+def time_cells(args, repeats, report):
+  """Times each model's reference cells into report['cells'].
+
+  Returns the machine_ref readings taken after each model's cells.
+  """
+  refs = []
   columns = ['linear2'] if args.quick else list(CONFIGS)
-  report = {'quick': args.quick, 'repeats': repeats, 'steps': args.steps,
-            'cells': {}, 'scaling': {}}
-  refs = [machine_ref_ms()]
-  report['data_load_s'] = time_data_loading(args.data_dir)
-  print('data loading (cached MNIST, median of 5): %.3f s'
-        % report['data_load_s'], flush=True)
-
   print('%-22s %-10s %9s %15s %9s %8s %8s %7s' % (
       'model', 'config', 'median_ms', 'spread_ms', 'first_s', 'rss_MB',
       'ref_ms', 'speedup'), flush=True)
-  for name in models_:
+  for name in args.models.split(','):
     for column in columns:
       text = 'model=%s,learning_rate=0.0003,%s' % (name, CONFIGS[column])
       if args.quick:
@@ -279,31 +266,30 @@ def main():
             flush=True)
     if not args.quick:
       refs.append(machine_ref_ms())
+  return refs
 
-  n_eval = 2000 if args.quick else 20000
-  evaluation = time_evaluation if args.quick else time_evaluation_in_subprocess
-  eval_times = evaluation(args.data_dir, n_eval, [100],
-                          repeats=1 if args.quick else 3)
-  report['eval_100_samples_s'] = {
-      'images': n_eval, 'seconds': eval_times[100],
-      'seconds_per_20000_images': eval_times[100] * 20000 / n_eval}
-  if not args.quick:
-    for name in SCALING_MODELS:
-      for knob, settings in SCALING.items():
-        for setting in ('',) + settings:
-          if not setting and knob != 'batch_size':
-            continue
-          text = 'model=%s,learning_rate=0.0003,%s' % (name, setting)
-          key = '%s/%s' % (name, setting or 'base')
-          cell = time_cell_in_subprocess(text.rstrip(','), args.data_dir,
-                                         max(3, repeats // 2), args.steps)
-          report['scaling'][key] = cell
-          print('scaling %-40s %8.2f ms/step' % (key, cell['median_ms']),
-                flush=True)
-    report['eval_scaling_s_per_1000_images'] = {
-        str(k): v for k, v in time_evaluation_in_subprocess(
-            args.data_dir, 1000, EVAL_SAMPLES).items()}
-  refs.append(machine_ref_ms())
+
+def time_scaling(args, repeats, report):
+  """Times the scaling cells and the evaluation against sample counts."""
+  for name in SCALING_MODELS:
+    for knob, settings in SCALING.items():
+      for setting in ('',) + settings:
+        if not setting and knob != 'batch_size':
+          continue
+        text = 'model=%s,learning_rate=0.0003,%s' % (name, setting)
+        key = '%s/%s' % (name, setting or 'base')
+        cell = time_cell_in_subprocess(text.rstrip(','), args.data_dir,
+                                       max(3, repeats // 2), args.steps)
+        report['scaling'][key] = cell
+        print('scaling %-40s %8.2f ms/step' % (key, cell['median_ms']),
+              flush=True)
+  report['eval_scaling_s_per_1000_images'] = {
+      str(k): v for k, v in time_evaluation_in_subprocess(
+          args.data_dir, 1000, EVAL_SAMPLES).items()}
+
+
+def normalise(report, refs):
+  """Adds the times normalised by machine_ref, and the speedups, to report."""
   refs = [r for r in refs if r is not None]
   # The median: a single machine_ref reading varies by 30% here.
   machine = statistics.median(refs) if refs else None
@@ -312,26 +298,30 @@ def main():
   print('\nmachine_ref_ms: %s; median %s (reference machine: %.2f)'
         % (', '.join('%.3f' % r for r in refs),
            '%.3f' % machine if machine else '-', REFERENCE_MACHINE_MS))
-  if machine:
-    speedups = []
-    print('%-22s %-10s %10s %10s %8s' % ('model', 'config', 'norm_ms',
-                                         'ref_norm', 'speedup'))
-    for key, cell in report['cells'].items():
-      cell['normalised'] = cell['median_ms'] / machine
-      reference = cell['reference_ms'] / REFERENCE_MACHINE_MS
-      cell['speedup'] = reference / cell['normalised']
-      speedups.append(cell['speedup'])
-      print('%-22s %-10s %10.3f %10.3f %8.2f' % (
-          *key.split('/'), cell['normalised'], reference, cell['speedup']))
-    geo = 1.0
-    for s in speedups:
-      geo *= s ** (1.0 / len(speedups))
-    report['geometric_mean_speedup'] = geo
-    report['min_speedup'] = min(speedups)
-    print('geometric mean speedup %.2f, lowest %.2f' % (geo, min(speedups)))
-    eval_norm = report['eval_100_samples_s']['seconds_per_20000_images']
-    report['eval_speedup'] = (REFERENCE_EVAL_S / REFERENCE_MACHINE_MS) / (
-        eval_norm / machine)
+  if not machine:
+    return
+  speedups = []
+  print('%-22s %-10s %10s %10s %8s' % ('model', 'config', 'norm_ms',
+                                       'ref_norm', 'speedup'))
+  for key, cell in report['cells'].items():
+    cell['normalised'] = cell['median_ms'] / machine
+    reference = cell['reference_ms'] / REFERENCE_MACHINE_MS
+    cell['speedup'] = reference / cell['normalised']
+    speedups.append(cell['speedup'])
+    print('%-22s %-10s %10.3f %10.3f %8.2f' % (
+        *key.split('/'), cell['normalised'], reference, cell['speedup']))
+  geo = 1.0
+  for s in speedups:
+    geo *= s ** (1.0 / len(speedups))
+  report['geometric_mean_speedup'] = geo
+  report['min_speedup'] = min(speedups)
+  print('geometric mean speedup %.2f, lowest %.2f' % (geo, min(speedups)))
+  eval_norm = report['eval_100_samples_s']['seconds_per_20000_images']
+  report['eval_speedup'] = (REFERENCE_EVAL_S / REFERENCE_MACHINE_MS) / (
+      eval_norm / machine)
+
+
+def print_evaluation(report):
   print('evaluation, 100 samples: %.2f s per 20,000 images (original %.0f s)'
         '%s' % (report['eval_100_samples_s']['seconds_per_20000_images'],
                 REFERENCE_EVAL_S,
@@ -341,6 +331,42 @@ def main():
     print('evaluation vs samples (s per 1,000 images): %s' % ', '.join(
         '%s: %.2f' % kv for kv in
         report['eval_scaling_s_per_1000_images'].items()))
+
+
+def main():
+  args = parse_args()
+  if args.cell:
+    print(json.dumps(time_cell(args.cell, args.data_dir, args.repeats or 5,
+                               args.steps)))
+    return
+  if args.eval_images:
+    print(json.dumps(time_evaluation(
+        args.data_dir, args.eval_images,
+        [int(k) for k in args.eval_samples.split(',')], args.repeats or 1)))
+    return
+
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  repeats = args.repeats or (3 if args.quick else 7)
+  report = {'quick': args.quick, 'repeats': repeats, 'steps': args.steps,
+            'cells': {}, 'scaling': {}}
+  refs = [machine_ref_ms()]
+  report['data_load_s'] = time_data_loading(args.data_dir)
+  print('data loading (cached MNIST, median of 5): %.3f s'
+        % report['data_load_s'], flush=True)
+  refs += time_cells(args, repeats, report)
+
+  n_eval = 2000 if args.quick else 20000
+  evaluation = time_evaluation if args.quick else time_evaluation_in_subprocess
+  eval_times = evaluation(args.data_dir, n_eval, [100],
+                          repeats=1 if args.quick else 3)
+  report['eval_100_samples_s'] = {
+      'images': n_eval, 'seconds': eval_times[100],
+      'seconds_per_20000_images': eval_times[100] * 20000 / n_eval}
+  if not args.quick:
+    time_scaling(args, repeats, report)
+  refs.append(machine_ref_ms())
+  normalise(report, refs)
+  print_evaluation(report)
   print('peak resident memory, largest cell: %.0f MB' % max(
       c['peak_rss_mb'] for c in report['cells'].values()))
   with open(args.out, 'w') as f:

@@ -1,0 +1,55 @@
+"""The report's figures: one PNG per setting, when matplotlib is installed.
+
+Each shows, at the learning rate selected for each model, the training ELBO
+and the gradient log-variance against steps, averaged over trials.
+"""
+
+import os
+
+from rebar.report_numbers import curves
+
+
+def write_figures(config, groups, chosen, out_dir):
+  """One PNG per setting; returns [(setting, file name)], or None without
+  matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  written = []
+  for setting in config.settings:
+    fig, (ax_elbo, ax_var) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lowest_late = []
+    for model in config.models:
+      rate, _ = chosen[(setting, model)]
+      if rate is None:
+        continue
+      lines = curves(groups[(setting, model, rate)]['records'])
+      for name, (steps, values) in sorted(lines.items()):
+        label = '%s, lr %g' % (model, rate) if '/' not in name else (
+            '%s: %s' % (model, name.split('/', 1)[1]))
+        ax = ax_elbo if name == 'elbo' else ax_var
+        ax.plot(steps, values, label=label)
+        if name == 'elbo' and len(values) > 4:
+          # The first epochs are far below the rest; keep them out of view.
+          lowest_late.append(min(values[len(values) // 10:]))
+    if lowest_late:
+      bottom = min(lowest_late)
+      top = ax_elbo.get_ylim()[1]
+      ax_elbo.set_ylim(bottom - 0.05 * (top - bottom), top)
+    ax_elbo.set(title='%s: training ELBO' % setting, xlabel='step',
+                ylabel='epoch-mean ELBO (nats)')
+    ax_var.set(title='%s: gradient log-variance' % setting, xlabel='step',
+               ylabel='log variance')
+    for ax in (ax_elbo, ax_var):
+      ax.grid(alpha=0.3)
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize='small')
+    fig.tight_layout()
+    name = 'fig_%s.png' % setting
+    fig.savefig(os.path.join(out_dir, name), dpi=100)
+    plt.close(fig)
+    written.append((setting, name))
+  return written
