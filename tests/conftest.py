@@ -32,3 +32,9 @@ def mirror_data_dir(tmp_path_factory):
                           progress=False)
   assert results == {'binarized_mnist': None, 'mnist': None}
   return data_dir
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slurm: starts a single-node Slurm on localhost (as root; '
+      'tests/test_cluster.py); deselect with -m "not slurm"')
