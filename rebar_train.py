@@ -190,8 +190,8 @@ def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
   from rebar import models  # pylint: disable=g-import-not-at-top
   from rebar import runtime  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top
-  runtime.configure(FLAGS.threads, models.MODEL_CLASSES[
-      hparams.model].xla_fusion_emitters(hparams))
+  fusion_emitters = runtime.configure(FLAGS.threads,
+                                      runtime.xla_fusion_emitters(hparams))
   tf.random.set_seed(seed)
   np.random.seed(seed % (2 ** 32))
   logging.info('Run directory %s, seed %d', run_dir, seed)
@@ -209,7 +209,8 @@ def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
                  eval_samples=FLAGS.eval_samples,
                  checkpoint_secs=FLAGS.checkpoint_secs,
                  final_eval=FLAGS.final_eval,
-                 out=lambda line: print(line, flush=True), stop=stop)
+                 out=lambda line: print(line, flush=True), stop=stop,
+                 eval_jit_compile=fusion_emitters)
 
 
 def run():

@@ -8,9 +8,21 @@ import dataclasses
 import hashlib
 import math
 
-MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar',
-          'SBNDynamicRebar', 'SBNGumbel', 'SBNTrackGradVariances', 'SBNRelax',
-          'SBNRebarPerLayer')
+# The registry of models: name -> what it trains with. rebar.models defines
+# a class of each name; the hparams' model choices are these.
+MODELS = {
+    'SBN': 'REINFORCE with a leave-one-out baseline (reference 6.1)',
+    'SBNNVIL': 'NVIL, an input-dependent baseline (6.2)',
+    'SBNMuProp': 'MuProp, per-layer Taylor control variates (6.4)',
+    'SBNSimpleMuProp': 'MuProp\'s baseline without its correction (6.3)',
+    'SBNRebar': 'REBAR at a fixed temperature (6.6)',
+    'SBNDynamicRebar': 'REBAR with a learned temperature (6.7)',
+    'SBNGumbel': 'the Concrete relaxation, biased (6.5)',
+    'SBNTrackGradVariances': 'five estimators\' variances on one trajectory '
+                             '(6.8)',
+    'SBNRelax': 'RELAX per layer, control variate chosen by relax_cv',
+    'SBNRebarPerLayer': 'REBAR estimated per layer (RELAX with c = f(σ_λ(z)))',
+}
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 TASKS = ('sbn', 'sp', 'omni')
 # n_input each task's data fixes: every dataset holds 28 x 28 images

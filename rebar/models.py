@@ -11,10 +11,12 @@ SBNTrackGradVariances runs five of them on one shared `Step`.
 """
 
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from rebar.estimators import sbn as estimators
+from rebar.hparams import MODELS
 from rebar.networks import Dense
 from rebar.optim import (Adam, GradVarianceTracker,
                          MultiEstimatorVarianceTracker, total_sum)
@@ -153,12 +155,25 @@ class Baseline(tf.Module):
     return self.output(tf.tanh(self.hidden(x - self.mean_xs)))[:, 0]
 
 
+class Estimate(NamedTuple):
+  """What an estimator module returns for one step.
+
+  model_grads: gradients aligned with `network.variables_in_order`.
+  aux_grads: gradients aligned with the module's `aux_variables`.
+  metrics: name -> scalar tensor: the printed values (`printed_names`) and
+    any other figure a caller may ask for by name (e.g.
+    `temperature_gradient`, ∂V/∂t of Dynamic REBAR).
+  """
+  model_grads: list
+  aux_grads: list
+  metrics: dict
+
+
 class Estimator(tf.Module):
   """An estimator with its auxiliary variables.
 
-  `estimate(step)` returns (model_grads, aux_grads, printed): gradients of
-  the loss aligned with `network.variables_in_order` and `aux_variables`,
-  and the printed values [len(printed_names)].
+  `estimate(step)` returns an Estimate; its metrics hold at least
+  `printed_names`.
   """
 
   printed_names = ()
@@ -171,6 +186,10 @@ class Estimator(tf.Module):
 
   def temperature(self):
     return tf.constant(self.hparams.temperature, tf.float32)
+
+  def printed(self, *values):
+    """The metrics of `printed_names`, from their values in that order."""
+    return dict(zip(self.printed_names, values))
 
   def model_gradient(self, step, target):
     """∂target/∂θ for every model variable (zeros where unconnected)."""
@@ -187,8 +206,8 @@ class ReinforceEstimator(Estimator):
   def estimate(self, step):
     with step.tape:
       loss, rms = estimators.reinforce(step.hard)
-    return (self.model_gradient(step, loss), [],
-            tf.stack([tf.reduce_mean(step.hard.elbo), rms]))
+    return Estimate(self.model_gradient(step, loss), [],
+                    self.printed(tf.reduce_mean(step.hard.elbo), rms))
 
 
 class NVILEstimator(Estimator):
@@ -204,9 +223,9 @@ class NVILEstimator(Estimator):
   def estimate(self, step):
     with step.tape:
       loss, baseline_loss = estimators.nvil(step.hard, self.baseline(step.x))
-    return (self.model_gradient(step, loss),
-            step.tape.gradient(baseline_loss, self.aux_variables),
-            tf.stack([tf.reduce_mean(step.hard.elbo)]))
+    return Estimate(self.model_gradient(step, loss),
+                    step.tape.gradient(baseline_loss, self.aux_variables),
+                    self.printed(tf.reduce_mean(step.hard.elbo)))
 
 
 class SimpleMuPropEstimator(Estimator):
@@ -225,10 +244,10 @@ class SimpleMuPropEstimator(Estimator):
     with step.tape:
       loss, baseline_loss = estimators.simple_muprop(
           step.hard, mean.elbo, eta_scale(self.eta_w), self.baseline(step.x))
-    return (self.model_gradient(step, loss),
-            step.tape.gradient(baseline_loss, self.aux_variables),
-            tf.stack([tf.reduce_mean(step.hard.elbo),
-                      tf.reduce_mean(mean.elbo)]))
+    return Estimate(self.model_gradient(step, loss),
+                    step.tape.gradient(baseline_loss, self.aux_variables),
+                    self.printed(tf.reduce_mean(step.hard.elbo),
+                                 tf.reduce_mean(mean.elbo)))
 
 
 class MuPropEstimator(Estimator):
@@ -259,10 +278,10 @@ class MuPropEstimator(Estimator):
           [eta_scale(w) for w in self.eta0_w],
           [eta_scale(w) for w in self.eta1_w],
           [b(step.x) for b in self.baselines])
-    return (self.model_gradient(step, loss),
-            step.tape.gradient(baseline_loss, self.aux_variables),
-            tf.stack([tf.reduce_mean(step.hard.elbo),
-                      tf.reduce_mean(mean.elbo)]))
+    return Estimate(self.model_gradient(step, loss),
+                    step.tape.gradient(baseline_loss, self.aux_variables),
+                    self.printed(tf.reduce_mean(step.hard.elbo),
+                                 tf.reduce_mean(mean.elbo)))
 
 
 class GumbelEstimator(Estimator):
@@ -275,9 +294,9 @@ class GumbelEstimator(Estimator):
                            key=self.hparams.temperature)
     with step.tape:
       loss = estimators.gumbel(relaxed)
-    return (self.model_gradient(step, loss), [],
-            tf.stack([tf.reduce_mean(step.hard.elbo),
-                      tf.reduce_mean(relaxed.elbo)]))
+    return Estimate(self.model_gradient(step, loss), [],
+                    self.printed(tf.reduce_mean(step.hard.elbo),
+                                 tf.reduce_mean(relaxed.elbo)))
 
 
 class RebarEstimator(Estimator):
@@ -302,8 +321,6 @@ class RebarEstimator(Estimator):
       self.aux_variables = self.aux_variables + [self.log_temperature]
     self.printed_names = (('elbo',) + (('temperature',) if dynamic else ())
                           + tuple('eta_%d' % i for i in range(len(self.eta_w))))
-    # Filled by estimate() for SBNTrackGradVariances: ∂V/∂t.
-    self.last_temperature_gradient = None
 
   def temperature(self):
     if self.dynamic:
@@ -369,12 +386,14 @@ class RebarEstimator(Estimator):
                  + aux_tape.gradient(etas, self.eta_w,
                                      output_gradients=variance_eta_grads))
     printed = [tf.reduce_mean(step.hard.elbo)]
+    extra = {}
     if self.dynamic:
       aux_grads.append(temperature_gradient)
-      self.last_temperature_gradient = temperature_gradient
       printed.append(tf.exp(self.log_temperature))
+      extra['temperature_gradient'] = temperature_gradient
     del aux_tape
-    return grads, aux_grads, tf.stack(printed + etas)
+    return Estimate(grads, aux_grads,
+                    dict(self.printed(*printed, *etas), **extra))
 
 
 class RelaxNetwork(tf.Module):
@@ -488,10 +507,11 @@ class RelaxEstimator(Estimator):
     aux_grads = aux_tape.gradient(
         variance, self.aux_variables,
         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    printed = tf.stack([tf.reduce_mean(hard.elbo)]
-                       + [tf.exp(t) for t in self.log_temperatures]
-                       + [tf.identity(e) for e in self.etas])
-    return self.model_gradient(step, loss), aux_grads, printed
+    printed = self.printed(
+        tf.reduce_mean(hard.elbo),
+        *[tf.exp(t) for t in self.log_temperatures],
+        *[tf.identity(e) for e in self.etas])
+    return Estimate(self.model_gradient(step, loss), aux_grads, printed)
 
 
 class SBNModel(tf.Module):
@@ -524,13 +544,6 @@ class SBNModel(tf.Module):
   def build_tracker(self):
     return GradVarianceTracker(self.model_variables)
 
-  @classmethod
-  def xla_fusion_emitters(cls, hparams):  # pylint: disable=unused-argument
-    """Whether XLA should emit this model's kernels with its fusion
-    emitters (runtime.use_xla_fusion_emitters): the faster kernels, at
-    about 2 MB of compilation memory per distinct kernel."""
-    return True
-
   # Learning-rate multiple of the auxiliary Adam.
   aux_learning_rate_scale = AUX_LEARNING_RATE_SCALE
 
@@ -541,16 +554,17 @@ class SBNModel(tf.Module):
   def printed_names(self):
     return self.estimators[0].printed_names
 
-  # Names of the variance figures take_accumulated returns; one unnamed
-  # figure for every model but SBNTrackGradVariances.
-  variance_names = None
+  # Names of the variance figures take_accumulated returns. Every model but
+  # SBNTrackGradVariances has one, printed without its name.
+  variance_names = ('model',)
+  variances_by_name = False
 
   def temperature(self):
     """The relaxation temperature now (for summaries)."""
     return self.estimators[0].temperature()
 
   def estimate(self, x, noise):
-    """(model_grads, aux_grads, printed) for rows x [B, D] and noise."""
+    """The applied Estimate for rows x [B, D] and noise."""
     return self.estimators[0].estimate(Step(self.network, x, noise))
 
   def sample_step_inputs(self, x):
@@ -559,24 +573,25 @@ class SBNModel(tf.Module):
     return x, self.network.sample_noise(self.noise_generator, tf.shape(x)[0])
 
   def train_step(self, x):
-    """One update on a batch [batch, D]; returns the printed values [P].
+    """One update on a batch [batch, D]; returns metrics name -> scalar,
+    among them the printed values (`printed_names`) of this step.
 
     The variance figures are accumulated by the tracker; see
     `take_accumulated`.
     """
-    model_grads, aux_grads, printed = self.estimate(*self.sample_step_inputs(x))
-    self.model_optimizer.apply(model_grads)
-    self.aux_optimizer.apply(aux_grads)
-    self.tracker.update(model_grads)
-    return printed
+    estimate = self.estimate(*self.sample_step_inputs(x))
+    self.model_optimizer.apply(estimate.model_grads)
+    self.aux_optimizer.apply(estimate.aux_grads)
+    self.tracker.update(estimate.model_grads)
+    return estimate.metrics
 
   def take_accumulated(self):
     """Sums over the steps since the last call of what the tracker
-    accumulates rather than train_step returns: (printed [P], variances [V]).
-    The trainer adds them to the sums of train_step's values once per block.
+    accumulates rather than train_step returns: (printed values by name,
+    variances by name, `variance_names`). The trainer adds the printed ones
+    to the sums of train_step's values once per block.
     """
-    return (tf.zeros([len(self.printed_names)]),
-            tf.stack([self.tracker.take()]))
+    return {}, {'model': self.tracker.take()}
 
   def iw_bound(self, x, n_samples, noise):
     """Importance-weighted bound per image with `n_samples` hard samples.
@@ -637,24 +652,10 @@ class SBNRebar(SBNModel):
     return [RebarEstimator(self.network, generator)]
 
 
-def weighted_layers(hparams):
-  """Stochastic layers, a nonlinear one counting twice (its deterministic
-  hidden layers): what the number of distinct kernels of a REBAR-type step,
-  and so its compilation memory, grows with."""
-  return hparams.n_layer * (2 if hparams.nonlinear else 1)
-
-
 class SBNDynamicRebar(SBNModel):
   def build_estimators(self, generator):
     return [RebarEstimator(self.network, generator, dynamic=True,
                            name='dynamic_rebar')]
-
-  @classmethod
-  def xla_fusion_emitters(cls, hparams):
-    # Compilation peaks with the fusion emitters (older emitters): linear
-    # two layers 878 MB; nonlinear two layers 983 (746) MB, three linear
-    # layers 993 (730), four 1,181 (891) MB (README, Speed).
-    return weighted_layers(hparams) <= 2
 
 
 def relax_estimator(network, generator, cv=None):
@@ -672,11 +673,6 @@ class SBNRelax(SBNModel):
 
   def build_estimators(self, generator):
     return [relax_estimator(self.network, generator)]
-
-  @classmethod
-  def xla_fusion_emitters(cls, hparams):
-    # As SBNDynamicRebar's: linear three layers 971 MB, four 1,161 (849) MB.
-    return weighted_layers(hparams) <= 2
 
 
 class SBNRebarPerLayer(SBNRelax):
@@ -712,19 +708,14 @@ class SBNTrackGradVariances(SBNModel):
       estimators_.append(relax_estimator(self.network, generator))
     return estimators_
 
+  variances_by_name = True
+
   def __init__(self, hparams, mean_xs, seed):
     if hparams.track_relax:
       self.ESTIMATOR_NAMES = self.ESTIMATOR_NAMES + ('RELAX',)
+    # Sorted by name, as the original printed them.
     self.variance_names = tuple(sorted(self.ESTIMATOR_NAMES))
     super().__init__(hparams, mean_xs, seed)
-
-  @classmethod
-  def xla_fusion_emitters(cls, hparams):
-    # From two layers on, the step (five estimators, two REBARs with a term
-    # per layer) has about 250 distinct kernels, and compiling them with
-    # the fusion emitters peaked at 1.0-1.07 GB; with XLA's older emitters
-    # at about 0.78 GB, for 30% more time per step (README, Speed).
-    return hparams.n_layer < 2
 
   @property
   def printed_names(self):
@@ -741,13 +732,14 @@ class SBNTrackGradVariances(SBNModel):
     return self.dynamic_rebar.temperature()
 
   def estimate(self, x, noise):
-    """SimpleMuProp's (model_grads, aux_grads, printed): the applied one."""
-    results = self.estimate_all(x, noise)
-    return results[self.ESTIMATOR_NAMES.index(self.APPLIED)]
+    """SimpleMuProp's Estimate: the applied one."""
+    return self.estimate_all(x, noise)[self.APPLIED]
 
   def estimate_all(self, x, noise):
+    """Every tracked estimator's Estimate on one Step: name -> Estimate."""
     step = Step(self.network, x, noise)
-    return [e.estimate(step) for e in self.estimators]
+    return {name: e.estimate(step)
+            for name, e in zip(self.ESTIMATOR_NAMES, self.estimators)}
 
   def build_tracker(self):
     # Every tracked estimator gives the generative variables the exact
@@ -762,33 +754,29 @@ class SBNTrackGradVariances(SBNModel):
   def train_step(self, x):
     results = self.estimate_all(*self.sample_step_inputs(x))
     # Figures from the EMAs before this step's update (inside update).
-    log_mean_square = self.tracker.update([grads for grads, _, _ in results])
-    applied = results[self.ESTIMATOR_NAMES.index(self.APPLIED)][0]
-    self.model_optimizer.apply(applied)
-    self.aux_optimizer.apply([g for _, aux, _ in results for g in aux])
-    dynamic = self.dynamic_rebar
-    temperature_gradient = dynamic.last_temperature_gradient
+    log_mean_square = self.tracker.update(
+        [results[name].model_grads for name in self.ESTIMATOR_NAMES])
+    self.model_optimizer.apply(results[self.APPLIED].model_grads)
+    self.aux_optimizer.apply([g for name in self.ESTIMATOR_NAMES
+                              for g in results[name].aux_grads])
+    temperature_gradient = results['DynamicREBAR'].metrics[
+        'temperature_gradient']
     # The deviations are accumulated by the tracker (take_accumulated).
-    return self._printed(
-        [tf.reduce_mean(results[0][2][0]), dynamic.temperature(),
-         temperature_gradient, tf.square(temperature_gradient)],
-        tf.zeros([len(self.ESTIMATOR_NAMES)]), log_mean_square)
-
-  def _printed(self, head, deviations, log_mean_square):
-    """The printed vector (printed_names) from its three parts."""
-    return tf.concat([tf.stack(head), deviations, [log_mean_square]], axis=0)
+    return {'elbo': results['NVIL'].metrics['elbo'],
+            'temperature': self.dynamic_rebar.temperature(),
+            'temperature_gradient': temperature_gradient,
+            'temperature_gradient_squared': tf.square(temperature_gradient),
+            'log_mean_squared_mean_gradient': log_mean_square}
 
   def take_accumulated(self):
     variances, deviations = self.tracker.take()
-    head = [0.0] * (len(self.printed_names) - len(self.ESTIMATOR_NAMES) - 1)
-    printed = self._printed(head, deviations, 0.0)
-    order = [self.ESTIMATOR_NAMES.index(n) for n in self.variance_names]
-    return printed, tf.gather(variances, order)
+    return ({'deviation_' + name: deviations[i]
+             for i, name in enumerate(self.ESTIMATOR_NAMES)},
+            {name: variances[i] for i, name in enumerate(self.ESTIMATOR_NAMES)})
 
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (
-    SBN, SBNNVIL, SBNSimpleMuProp, SBNMuProp, SBNGumbel, SBNRebar,
-    SBNDynamicRebar, SBNTrackGradVariances, SBNRelax, SBNRebarPerLayer)}
+# The classes of the registry's names (rebar.hparams.MODELS).
+MODEL_CLASSES = {name: globals()[name] for name in MODELS}
 
 
 def build_model(hparams, mean_xs, seed):

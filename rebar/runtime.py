@@ -65,6 +65,32 @@ def release_library_pages():
 FUSION_EMITTERS_FLAG = 'xla_cpu_use_fusion_emitters'
 
 
+def weighted_layers(hparams):
+  """Stochastic layers, a nonlinear one counting twice (its deterministic
+  hidden layers): what the number of distinct kernels of a REBAR-type step,
+  and so its compilation memory, grows with."""
+  return hparams.n_layer * (2 if hparams.nonlinear else 1)
+
+
+# Where XLA's older CPU emitters replace its fusion emitters: (models, rule
+# on the hparams, what the rule is). With the fusion emitters these steps
+# peaked above 1 GB while compiling; docs/performance.md has the figures.
+OLDER_EMITTERS = (
+    (('SBNDynamicRebar', 'SBNRelax', 'SBNRebarPerLayer'),
+     lambda h: weighted_layers(h) > 2, 'more than two weighted layers'),
+    (('SBNTrackGradVariances',), lambda h: h.n_layer >= 2,
+     'two or more stochastic layers'),
+)
+
+
+def xla_fusion_emitters(hparams):
+  """Whether a run of `hparams` should compile with XLA's fusion emitters
+  (the faster kernels, at about 2 MB of compilation memory per distinct
+  kernel), from the OLDER_EMITTERS table."""
+  return not any(hparams.model in names and rule(hparams)
+                 for names, rule, _ in OLDER_EMITTERS)
+
+
 def use_xla_fusion_emitters(enabled):
   """Chooses XLA's CPU kernel emitters for this process.
 
@@ -106,10 +132,15 @@ def configure(threads=0, xla_fusion_emitters=True):
   before building anything.
 
   Explicit pools: with TensorFlow's defaults, XLA step times on 2 cores
-  varied by 2x from block to block (README, Speed).
+  varied by 2x from block to block (docs/performance.md).
+
+  Returns:
+    Whether XLA's fusion emitters are in effect (a user's own XLA_FLAGS
+    win): evaluation compiles with XLA only then (train.make_iw_bound_fn).
   """
   threads = threads or os.cpu_count() or 1
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   use_xla_fusion_emitters(xla_fusion_emitters)
   release_library_pages()
+  return xla_fusion_emitters_enabled()

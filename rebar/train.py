@@ -21,7 +21,7 @@ from tensorflow.core.framework import summary_pb2
 
 from rebar.rundir import (Diverged, RunDirError, StopRequest, Stopped,
                           write_json)
-from rebar.runtime import release_free_memory, xla_fusion_emitters_enabled
+from rebar.runtime import release_free_memory
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
 # sample count.
@@ -78,7 +78,7 @@ class Trainer(tf.Module):
     n_printed = len(model.printed_names)
     self.acc_printed = tf.Variable(tf.zeros([n_printed]), trainable=False,
                                    name='acc_printed')
-    n_variances = len(model.variance_names or (None,))
+    n_variances = len(model.variance_names)
     self.acc_variance = tf.Variable(tf.zeros([n_variances]), trainable=False,
                                     name='acc_variance')
     self.acc_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -126,19 +126,26 @@ class Trainer(tf.Module):
       if self.dynamic_b:
         x = tf.cast(self.model.noise_generator.uniform(tf.shape(x)) < x,
                     tf.float32)
-      printed = self.model.train_step(x)
-      self.acc_printed.assign_add(printed)
+      metrics = self.model.train_step(x)
+      self.acc_printed.assign_add(self._printed_vector(metrics))
       self.acc_steps.assign_add(1)
       self.step.assign_add(1)
-      self._note_nonfinite(printed[0] > self.elbo_floor)  # False for nan
+      self._note_nonfinite(metrics['elbo'] > self.elbo_floor)  # False for nan
       i += 1
     # What the model's tracker accumulates is read once per block.
-    printed, variance = self.model.take_accumulated()
-    self.acc_printed.assign_add(printed)
-    self.acc_variance.assign_add(variance)
+    printed, variances = self.model.take_accumulated()
+    self.acc_printed.assign_add(self._printed_vector(printed))
+    self.acc_variance.assign_add(
+        tf.stack([variances[name] for name in self.model.variance_names]))
     self._note_nonfinite(tf.reduce_all(
         [tf.reduce_all(tf.math.is_finite(v)) for v in
          self.model.model_variables + self.model.aux_variables]))
+
+  def _printed_vector(self, metrics):
+    """The printed values in `printed_names` order, 0 where `metrics` has
+    none (each printed value comes from train_step or from the tracker)."""
+    return tf.stack([metrics.get(name, 0.0)
+                     for name in self.model.printed_names])
 
   def _note_nonfinite(self, finite):
     first = (self.nonfinite_step == 0) & tf.logical_not(finite)
@@ -194,19 +201,19 @@ def write_scalar(name, value, step):
                    metadata=_scalar_metadata())
 
 
-def make_iw_bound_fn(model, n_input):
+def make_iw_bound_fn(model, n_input, jit_compile=True):
   """Compiled model.iw_bound for EVAL_SAMPLE_GROUP samples per image.
 
   The bound is compiled with XLA; its noise is drawn outside the XLA cluster
   because XLA's CPU Philox is about 3x slower than TensorFlow's kernel (2.6 vs
   0.8 s for the 400M uniforms of 100 samples on 20,000 images, README Speed).
-  Where XLA's fusion emitters are off (runtime.use_xla_fusion_emitters), the
-  bound runs in TensorFlow's graph executor instead: XLA's older emitters
-  made it 2.7x slower (17 s per 10,000 images against 6.3 with the fusion
-  emitters and 7.5 without XLA; two layers, 100 samples).
+  Pass jit_compile=False where XLA's fusion emitters are off
+  (runtime.configure says): the bound then runs in TensorFlow's graph
+  executor, since XLA's older emitters made it 2.7x slower (17 s per 10,000
+  images against 6.3 with the fusion emitters and 7.5 without XLA; two
+  layers, 100 samples).
   """
-  bound = tf.function(model.iw_bound,
-                      jit_compile=xla_fusion_emitters_enabled())
+  bound = tf.function(model.iw_bound, jit_compile=jit_compile)
 
   @tf.function(input_signature=[tf.TensorSpec([None, n_input], tf.float32)])
   def iw_bound(x):
@@ -540,7 +547,7 @@ def recorded_seed(run_dir):
 
 def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
           eval_samples=100, checkpoint_secs=300, block_size=100,
-          final_eval=False, out=print, stop=None):
+          final_eval=False, out=print, stop=None, eval_jit_compile=True):
   """Trains until the step counter reaches `max_steps`.
 
   Records, at each step where they are due: the epoch line (`Step N: [...]`
@@ -560,6 +567,8 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   rundir.StopRequest that the caller installed (rebar_train does so before
   it builds the model), or one installed here.
 
+  `eval_jit_compile` is make_iw_bound_fn's `jit_compile`.
+
   Raises:
     rundir.Stopped: a stop signal arrived; the checkpoint is saved.
     rundir.Diverged: the training ELBO or a parameter became non-finite; no
@@ -575,7 +584,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
     logging.info('Resumed from %s at step %d', resumed, step)
   trainer.seed.assign(seed)
   log = RunLog(run_dir, int(trainer.records.numpy()) if resumed else 0, step)
-  iw_bound_fn = make_iw_bound_fn(model, hparams.n_input)
+  iw_bound_fn = make_iw_bound_fn(model, hparams.n_input, eval_jit_compile)
   spe = steps_per_epoch(trainer.n_train, hparams.batch_size)
   bs = hparams.batch_size
   start_time = time.time() - log.wall_s
@@ -605,7 +614,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   def report_epoch(step):
     values, log_variances = trainer.epoch_summary()
     out('Step %d: %s' % (step, values))
-    if model.variance_names is None:
+    if not model.variances_by_name:
       log_variance = float(log_variances[0])
       out('%s' % log_variance)
     else:

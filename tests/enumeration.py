@@ -6,6 +6,21 @@ gives the exact gradient. An estimator is checked by drawing N independent
 estimates (each one full training batch, so leave-one-out centering couples
 only rows of one draw) and comparing their mean with the exact gradient,
 element by element, in units of the standard error of that mean.
+
+The shared check of tests/test_estimators.py and tests/test_relax.py
+(`z_scores`): N_DRAWS = 500 independent batches, each holding COPIES = 32
+copies of 3 data rows (tiled n_samples times, as in training: 96 or 192 rows
+per batch mean, far below the ~100,000 rows where float32 batch means carry a
+rounding bias of the size of the standard error). For every element of every
+model variable's gradient, z = (mean of the N_DRAWS estimates - exact
+gradient) / (standard error of that mean). Under unbiasedness z follows
+Student's t with N_DRAWS - 1 degrees of freedom, close to N(0, 1) by the CLT
+over the draws; a case passes if every |z| < UNBIASED_BELOW = 4, which one
+element misses by chance with probability 7.3e-5. A case has 24-168
+elements, so a correct estimator fails by chance with probability at most
+about 1.2%, and every seed is fixed, so the outcome is reproducible. Known
+biases must show as |z| > BIASED_ABOVE = 10 on the variables that carry
+them.
 """
 
 import itertools
@@ -17,6 +32,10 @@ from rebar import models
 from rebar.hparams import parse_hparams
 
 TINY = dict(n_input=6, n_hidden=3)
+N_DRAWS = 500
+COPIES = 32
+UNBIASED_BELOW = 4.0
+BIASED_ABOVE = 10.0
 
 
 def tiny_model(text, seed=0, **overrides):
@@ -116,3 +135,27 @@ def variable_slices(model):
     slices[var.name] = slice(start, start + size)
     start += size
   return slices
+
+
+def z_scores(text, estimate_name=None, seed=3, n_draws=N_DRAWS):
+  """(z per gradient element, variable slices) of the model `text` (module
+  docstring): its estimate, or the one `estimate_all` names `estimate_name`
+  (SBNTrackGradVariances), over n_draws batches of COPIES copies of
+  tiny_batch, against the exact gradient. Seeds are fixed (`seed` for the
+  model, the model's own noise generator for the draws)."""
+  model = tiny_model(text, seed=seed)
+  x = tiny_batch(model)
+  estimate = None
+  if estimate_name is not None:
+    def estimate(x, noise):
+      return model.estimate_all(x, noise)[estimate_name]
+  z, exact = bias_in_standard_errors(
+      model, x, n_draws, estimate=estimate, copies=COPIES)
+  assert np.abs(exact).max() > 1e-3, 'the exact gradient is trivially zero'
+  return z, variable_slices(model)
+
+
+def per_variable(z, slices):
+  """Variable name -> largest |z| over its elements (for failure messages)."""
+  return {name.split(':')[0]: float(np.abs(z[s]).max())
+          for name, s in slices.items()}

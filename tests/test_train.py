@@ -53,29 +53,88 @@ def test_epochs_and_max_steps_print_the_reference_lines(tmp_path):
     assert int(trainer.step.numpy()) == max_steps
 
 
-def test_last_short_batch_uses_every_row_once():
+def test_epoch_permutation_is_a_function_of_seed_and_epoch():
   order = training.epoch_permutation(3, 0, 100)
   assert sorted(order) == list(range(100))
+  np.testing.assert_array_equal(order, training.epoch_permutation(3, 0, 100))
   assert not np.array_equal(order, training.epoch_permutation(3, 1, 100))
+  assert not np.array_equal(order, training.epoch_permutation(4, 0, 100))
+  # MNIST's 50,000 rows in batches of 24: 2083 full batches and one of 8
+  # (the README's 24 epochs are 50,016 steps); an exact multiple has no
+  # short batch.
   assert training.steps_per_epoch(50000, 24) == 2084
+  assert training.steps_per_epoch(48, 24) == 2
+
+
+def test_last_short_batch_uses_every_row_once(tmp_path, monkeypatch):
+  """100 rows in batches of 24: each epoch is 4 full batches and a short
+  last one of the 4 rows left, and its steps use every row exactly once.
+
+  Rows are counted inside the compiled steps: each row of the training set
+  is the binary code of its index, so the model's train_step, wrapped,
+  reads back which rows every step gathered, and in which epoch.
+  """
+  n_train, n_input, n_epochs = 100, 8, 2
+  train = ((np.arange(n_train)[:, None] >> np.arange(n_input)) & 1).astype(
+      np.float32)
+  hparams = parse_hparams('model=SBN,n_hidden=3', n_input=n_input)
+  model = models.build_model(hparams, train.mean(axis=0), 0)
+  trainer = training.Trainer(model, train)
+  batch_size = hparams.batch_size
+  spe = training.steps_per_epoch(n_train, batch_size)
+  n_full, last = divmod(n_train, batch_size)
+  assert last > 0  # the case under test: a short last batch
+
+  counts = tf.Variable(tf.zeros([n_epochs, n_train]))
+  code = tf.constant(2.0 ** np.arange(n_input), tf.float32)
+  train_step = model.train_step
+
+  def counting_train_step(x):
+    rows = tf.cast(tf.linalg.matvec(x, code), tf.int32)
+    # The step counter is incremented after this step's train_step.
+    epoch = tf.cast(trainer.step // spe, tf.int32)
+    counts.scatter_nd_add(
+        tf.stack([tf.fill(tf.shape(rows), epoch), rows], axis=1),
+        tf.ones(tf.shape(rows)))
+    return train_step(x)
+
+  monkeypatch.setattr(model, 'train_step', counting_train_step)
+  batch_sizes = []
+  run_block = trainer.run_block
+
+  def recording_run_block(batch_indices):
+    batch_sizes.extend([np.shape(batch_indices)[1]] * len(batch_indices))
+    run_block(batch_indices)
+
+  monkeypatch.setattr(trainer, 'run_block', recording_run_block)
+  lines = []
+  training.train(model, trainer, train[:7], train[:7], str(tmp_path), seed=1,
+                 max_steps=n_epochs * spe, eval_freq=0, out=lines.append)
+  assert int(trainer.step.numpy()) == n_epochs * spe
+  assert batch_sizes == n_epochs * ([batch_size] * n_full + [last])
+  np.testing.assert_array_equal(counts.numpy(), np.ones([n_epochs, n_train]))
+  steps = [int(l.split()[1][:-1]) for l in lines if l.startswith('Step ')]
+  assert steps == [spe * (e + 1) for e in range(n_epochs)]
 
 
 def test_evaluate_combines_sample_groups_exactly():
-  """Groups of 100 samples combine into the bound of all samples."""
+  """Groups of EVAL_SAMPLE_GROUP samples combine into the bound of all
+  samples."""
+  group, n_groups, n_images = training.EVAL_SAMPLE_GROUP, 3, 4
   rng = np.random.RandomState(0)
-  f = rng.normal(-100, 5, size=(3, 300, 4))  # calls x samples x images
-  calls = iter(range(3))
+  f = rng.normal(-100, 5, size=(n_groups, group, n_images))
+  calls = []
 
   def fake_iw_bound(x):
-    k = next(calls)
+    k = len(calls)
+    calls.append(int(x.shape[0]))
     bound = np.log(np.mean(np.exp(f[k] + 100), axis=0)) - 100
     return tf.constant(bound), tf.constant(f[k].mean(axis=0))
 
-  data_ = np.zeros((4, 784), np.float32)
-  original = training.EVAL_SAMPLE_GROUP
-  bound, elbo = training.evaluate(fake_iw_bound, data_, 300)
-  assert original == 100
-  all_samples = np.concatenate(list(f), axis=0)  # [900, 4]
+  data_ = np.zeros((n_images, 784), np.float32)
+  bound, elbo = training.evaluate(fake_iw_bound, data_, n_groups * group)
+  assert calls == [n_images] * n_groups  # one call per group, all images
+  all_samples = f.reshape(n_groups * group, n_images)
   expected = np.mean(np.log(np.mean(np.exp(all_samples + 100), axis=0)) - 100)
   assert bound == pytest.approx(expected, abs=1e-9)
   assert elbo == pytest.approx(all_samples.mean(), abs=1e-9)
@@ -90,17 +149,16 @@ def test_iw_bound_is_at_least_the_elbo():
   assert np.isfinite(bound) and bound > elbo
 
 
-def test_evaluation_without_xla_gives_the_xla_bound(monkeypatch):
+def test_evaluation_without_xla_gives_the_xla_bound():
   """Where XLA's fusion emitters are off the bound runs in the graph
-  executor; same seed, same noise (drawn outside XLA either way), so the
-  same figures up to float rounding."""
+  executor (jit_compile=False); same seed, same noise (drawn outside XLA
+  either way), so the same figures up to float rounding."""
   rng = np.random.RandomState(0)
   train = (rng.rand(50, 784) < 0.3).astype(np.float32)
   results = []
-  for flags in ('', '--xla_cpu_use_fusion_emitters=false'):
-    monkeypatch.setenv('XLA_FLAGS', flags)
+  for jit_compile in (True, False):
     model, _ = make_trainer('model=SBN,n_layer=2', train)
-    fn = training.make_iw_bound_fn(model, 784)
+    fn = training.make_iw_bound_fn(model, 784, jit_compile=jit_compile)
     results.append(training.evaluate(fn, train[:20], 100))
   np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
@@ -125,7 +183,7 @@ def test_xla_emitter_choice(monkeypatch):
 
   def emitters(text):
     hparams = parse_hparams(text)
-    return models.MODEL_CLASSES[hparams.model].xla_fusion_emitters(hparams)
+    return runtime.xla_fusion_emitters(hparams)
   assert not emitters('model=SBNTrackGradVariances,n_layer=2')
   assert emitters('model=SBNTrackGradVariances,n_layer=1')
   assert emitters('model=SBNDynamicRebar,n_layer=2')
@@ -208,7 +266,7 @@ def test_resume_and_determinism(mirror_data_dir, tmp_path):
     (['--hparams=n_layer=x'], 'takes an int'),
     (['--eval_samples=150'], 'multiple of 100'),
     (['--working_dir=/proc/forbidden'], '--working_dir'),
-    (['--download=false', '--data_dir=/tmp/rebar_test_no_data_here'],
+    (['--download=false', '--data_dir={tmp_path}/no_data_here'],
      'download_data.py'),
     (['--hparams=model=SBN,', 'n_layer=2'], 'unexpected arguments: n_layer=2'),
     (['--hparams=n_layer=1,n_layer=2'], 'n_layer'),
@@ -223,7 +281,9 @@ def test_resume_and_determinism(mirror_data_dir, tmp_path):
 ])
 def test_user_errors_end_with_one_clear_line(args, fragment, tmp_path,
                                             mirror_data_dir):
-  """Later flags win, so each case's own flags override these."""
+  """Later flags win, so each case's own flags override these; `{tmp_path}`
+  in a case's flags is this test's temporary directory."""
+  args = [a.format(tmp_path=tmp_path) for a in args]
   result = run_script('--working_dir=%s' % tmp_path, '--max_steps=1',
                       '--data_dir=%s' % mirror_data_dir, '--download=false',
                       *args, check=False)
