@@ -148,7 +148,7 @@ def time_cell_in_subprocess(hparams_text, data_dir, repeats, steps,
 
   With several processes, the cell's median is the median of the
   processes' medians: now and then a whole process runs every step about
-  3 times slower (README, Speed), which one process cannot tell from the
+  3 times slower (docs/performance.md), which one process cannot tell from the
   cell's own speed. Spread is the lowest minimum and highest maximum,
   memory the highest peak.
   """

@@ -2,7 +2,7 @@
 
 A config is a JSON file naming settings (hparams fragments), models,
 learning rates and trials, and how the report selects a learning rate; its
-format is described in README.md ("Reproducing the paper's tables").
+format is described in docs/reproduction.md ("Config format").
 `load_config` reads and checks one, raising ConfigError (one line naming the
 fix) for anything it cannot use; `expand_runs` lists its runs. Both
 `rebar.sweep` and `rebar.report` use them, so that both see the same runs.
@@ -131,8 +131,8 @@ def _read_json(path):
 def _check_keys(path, raw):
   """Every key known, every required one there, each of its type."""
   if not isinstance(raw, dict):
-    raise _bad(path, 'the top level must be a JSON object; see README.md '
-               '"Reproducing the paper\'s tables" for the format')
+    raise _bad(path, 'the top level must be a JSON object; see '
+               'docs/reproduction.md "Config format" for the format')
   for key in raw:
     if key not in _CONFIG_KEYS:
       raise _bad(path, 'unknown key %r; valid keys: %s'

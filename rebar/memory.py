@@ -55,7 +55,7 @@ MB = 1 << 20
 GB = 1e9
 FLOAT_BYTES = 4
 
-# Importing TensorFlow 2.21 peaks at 547-591 MB (README, Speed).
+# Importing TensorFlow 2.21 peaks at 547-591 MB (docs/performance.md).
 TF_BASELINE_BYTES = 550 * MB
 # The step's compilation and the runtime beyond the import; with the import,
 # 640-950 MB for a one-layer SBN.

@@ -74,7 +74,7 @@ def row_sum(t):
 
   The same sum, but XLA's CPU backend emits the product as a vectorised
   kernel, about 5 times faster than its reduction loop over a 200x784
-  matrix (README, Speed).
+  matrix (docs/performance.md).
   """
   return tf.linalg.matvec(t, tf.ones([t.shape[-1]], t.dtype))
 

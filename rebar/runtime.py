@@ -1,5 +1,5 @@
 """Process-level settings shared by rebar_train and the benchmark: thread
-pools and resident memory (README, Speed)."""
+pools and resident memory (docs/performance.md)."""
 
 import ctypes
 import functools
@@ -99,7 +99,7 @@ def use_xla_fusion_emitters(enabled):
   2 MB per distinct kernel, so a step with ~250 of them (SBNTrackGradVariances,
   two layers) peaked at about 1 GB while compiling. Its older emitters
   compile the same HLO in about 240 MB less, and the kernels they emit run
-  15-30% slower (README, Speed). XLA reads XLA_FLAGS once, at the first
+  15-30% slower (docs/performance.md). XLA reads XLA_FLAGS once, at the first
   compilation in the process, so call this before anything is compiled; a
   setting of the flag in the user's own XLA_FLAGS is left as it is.
   """

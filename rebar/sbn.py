@@ -44,7 +44,7 @@ def bernoulli_log_prob_no_grad(a, logits):
   softplus(ℓ) = max(ℓ, 0) + log(1 + e^{-|ℓ|}): log instead of log1p (the
   difference, below 6e-8 per unit, is under float32 rounding of the sum),
   and the sum over units by row_sum. Together 1.5x faster on 100-sample
-  evaluation (README, Speed). Its gradient at ℓ = 0 is wrong (0, not 1/2):
+  evaluation (docs/performance.md). Its gradient at ℓ = 0 is wrong (0, not 1/2):
   never differentiate it.
   """
   softplus = tf.nn.relu(logits) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))

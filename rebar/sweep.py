@@ -15,8 +15,8 @@ log) and the others carry on; the exit code is 1 if any failed.
 `--print_commands` prints one shell line per run instead of running them, for
 a cluster scheduler (Slurm array, GNU parallel, xargs) on shared storage.
 
-The config format is described in README.md ("Reproducing the paper's
-tables") and checked by `rebar.config.load_config`, which `rebar.report`
+The config format is described in docs/reproduction.md ("Config format")
+and checked by `rebar.config.load_config`, which `rebar.report`
 shares; `rebar.sweep_runner` starts, watches and records the processes.
 This module re-exports the names of both that it used to hold.
 """

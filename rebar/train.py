@@ -56,7 +56,7 @@ class Trainer(tf.Module):
       x = 1[uniform < grey]).
     block_size: training steps per compiled call.
     jit_compile: compile the block with XLA (fuses the many small ops of a
-      step; see README, Speed).
+      step; see docs/performance.md).
   """
 
   def __init__(self, model, train, block_size=100, jit_compile=True):
@@ -106,7 +106,7 @@ class Trainer(tf.Module):
     # An epoch's short last batch (one step an epoch) runs in TensorFlow's
     # graph executor: compiling it with XLA as well took as long as the full
     # batch's compilation and raised the peak memory of a run by about 200
-    # MB (README, Speed). TensorFlow's random kernels draw other numbers
+    # MB (docs/performance.md). TensorFlow's random kernels draw other numbers
     # than XLA's, so that step's noise is not what an all-XLA run drew.
     self._other_batch_steps = tf.function(self._steps)
     self.batch_size = model.hparams.batch_size
@@ -206,7 +206,7 @@ def make_iw_bound_fn(model, n_input, jit_compile=True):
 
   The bound is compiled with XLA; its noise is drawn outside the XLA cluster
   because XLA's CPU Philox is about 3x slower than TensorFlow's kernel (2.6 vs
-  0.8 s for the 400M uniforms of 100 samples on 20,000 images, README Speed).
+  0.8 s for the 400M uniforms of 100 samples on 20,000 images, docs/performance.md).
   Pass jit_compile=False where XLA's fusion emitters are off
   (runtime.configure says): the bound then runs in TensorFlow's graph
   executor, since XLA's older emitters made it 2.7x slower (17 s per 10,000

@@ -1,7 +1,7 @@
 """The cluster path, run for real (issue 14, part 8).
 
 The lines of `python -m rebar.sweep CONFIG --print_commands` are run the two
-ways README.md shows: by GNU parallel, and as a Slurm array on a single-node
+ways docs/reproduction.md shows: by GNU parallel, and as a Slurm array on a single-node
 Slurm that the test starts on localhost (munged, slurmctld and slurmd, as
 root, with a slurm.conf in a temporary folder). In each, one run is sent
 SIGTERM half way (once its first epoch's evaluation is recorded; it stops
@@ -50,7 +50,7 @@ EPOCH_STEPS = 50000 // BATCH_SIZE  # MNIST's 50,000 training images
 MAX_STEPS = 500  # records at steps 200, 400 and 500; the stop falls between
 WALL_FIELDS = ('wall_s',)  # record fields that may differ between runs
 STOP_EXIT = 128 + signal.SIGTERM  # what rebar_train promises on SIGTERM
-# The batch script of README.md's `sbatch --array` line. `exec` makes the
+# The batch script of docs/reproduction.md's `sbatch --array` line. `exec` makes the
 # run the batch step's own process, so that a signal to the batch shell
 # (`--signal=B:...`, `scancel --batch`) reaches the run itself.
 SLURM_WRAP = 'eval "exec $(sed -n "${SLURM_ARRAY_TASK_ID}p" runs.txt)"'
@@ -644,7 +644,7 @@ def test_slurm_array_task_preempted_and_requeued_reports_as_a_local_sweep(
   write_commands(config, w, mirror_data_dir, tmp_path / 'runs.txt')
   runs = sweep.expand_runs(config)
   stopped = stopped_run(config)
-  # README.md's line, with the task logs in tmp_path.
+  # docs/reproduction.md's line, with the task logs in tmp_path.
   job = slurm.run([
       'sbatch', '--parsable', '--array=1-%d' % len(runs), '--requeue',
       '--signal=B:TERM@120', '--open-mode=append',
