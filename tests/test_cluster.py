@@ -426,6 +426,14 @@ def test_gnu_parallel_run_stopped_and_resumed_reports_as_a_local_sweep(
                   % (seq, again, result.returncode))
   finally:
     kill_leftovers(w)
+  check_outcome(checks, config, w, tmp_path, local, runs, stopped,
+                diagnostics)
+
+
+def check_outcome(checks, config, w, tmp_path, local, runs, stopped,
+                  diagnostics):
+  """Every run finished, the report equals the local sweep's, and each run's
+  records equal the local run's; raises with every failed check."""
   check_finished(checks, config, w)
   check_reports_equal(checks, write_report(config, w, tmp_path / 'report'),
                       local['report'])
@@ -705,9 +713,5 @@ def test_slurm_array_task_preempted_and_requeued_reports_as_a_local_sweep(
                                 restarts))
   finally:
     kill_leftovers(w)
-  check_finished(checks, config, w)
-  check_reports_equal(checks, write_report(config, w, tmp_path / 'report'),
-                      local['report'])
-  for run in runs:
-    check_records_equal(checks, run, w, local['w'], run == stopped)
-  checks.assert_all(diagnostics())
+  check_outcome(checks, config, w, tmp_path, local, runs, stopped,
+                diagnostics)
