@@ -307,3 +307,20 @@ def test_a_diverging_run_fails_in_the_sweep_with_its_reason(mirror_data_dir,
   assert 'learning_rate' in status['log_tail'][-1]
   (run_dir,) = (tmp_path / 'runs').glob('*model_SBN*')
   assert not (run_dir / 'finished.json').exists()
+
+
+def test_nonfinite_parameters_are_found():
+  """The between-blocks check sees a parameter that is nan or inf, whether a
+  model or an auxiliary one."""
+  rng = np.random.RandomState(0)
+  train = (rng.rand(48, 784) < 0.3).astype(np.float32)
+  model = models.build_model(parse_hparams('model=SBNNVIL'), train.mean(0), 0)
+  trainer = training.Trainer(model, train, jit_compile=False)
+  assert bool(trainer.parameters_finite())
+  for variable, value in ((model.aux_variables[0], np.nan),
+                          (model.model_variables[-1], np.inf)):
+    saved = variable.numpy()
+    variable.assign(np.full(saved.shape, value, np.float32))
+    assert not bool(trainer.parameters_finite()), variable.name
+    variable.assign(saved)
+  assert bool(trainer.parameters_finite())
