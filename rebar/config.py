@@ -1,19 +1,21 @@
 """The config of a sweep: what to run, checked, and the runs it expands to.
 
 A config is a JSON file naming settings (hparams fragments), models,
-learning rates and trials, and how the report selects a learning rate; its
-format is described in docs/reproduction.md ("Config format").
+learning rates, trials, optionally a model's own grid of further hparams
+(`model_grids`), and how the report selects a learning rate (and grid
+point); its format is described in docs/reproduction.md ("Config format").
 `load_config` reads and checks one, raising ConfigError (one line naming the
 fix) for anything it cannot use; `expand_runs` lists its runs. Both
 `rebar.sweep` and `rebar.report` use them, so that both see the same runs.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
 
-from rebar.hparams import HParamsError, parse_hparams
+from rebar.hparams import HParams, HParamsError, parse_hparams
 
 # Config keys: name -> (required, accepted types, meaning for error messages).
 _CONFIG_KEYS = {
@@ -25,6 +27,9 @@ _CONFIG_KEYS = {
     'settings': (True, (dict,), 'setting name -> hparams fragment'),
     'models': (True, (list,), 'a list of model names'),
     'learning_rates': (True, (list,), 'a list of positive numbers'),
+    'model_grids': (False, (dict,),
+                    'model name -> {hparam: [values]}, e.g. {"SBNGumbel": '
+                    '{"temperature": [0.1, 0.5]}}'),
     'trials': (True, (int, list), 'a count N (trials 1..N) or a list of ints'),
     'seed_from_trial': (False, (bool,),
                         'true: --seed=<trial>; false: rebar_train draws one'),
@@ -44,6 +49,11 @@ EXTRA_FLAGS = {'final_eval': bool, 'eval_images': int, 'eval_samples': int,
 SELECTION_METRICS = ('valid_iw_bound', 'train_elbo')
 # Hparams the sweep sets per run; a setting or the common fragment must not.
 _SWEPT_HPARAMS = ('model', 'learning_rate', 'trial')
+# The type of each hparam (that of its default), for the values of a grid.
+_HPARAM_TYPES = {f.name: type(f.default) for f in dataclasses.fields(HParams)}
+# How a grid value of each type is written in JSON (error messages).
+_JSON_KINDS = {float: 'a JSON number', int: 'a JSON integer',
+               bool: 'true or false', str: 'a JSON string'}
 
 
 class ConfigError(ValueError):
@@ -67,6 +77,9 @@ class Config:
   selection: dict
   published: dict  # {'file': absolute path, 'table': name} or None
   raw: dict  # the file's content, for the report's provenance
+  # model -> {hparam: [values]}, in the file's order; models without a grid
+  # are absent.
+  model_grids: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +92,53 @@ class Run:
   hparams: str  # the --hparams string
   name: str  # the run directory name, as rebar_train computes it
   seed: int  # None: drawn by rebar_train
+  # The point of the model's own grid: ((hparam, value), ...); () if none.
+  grid: tuple = ()
 
   def run_dir(self, working_dir):
     return os.path.join(working_dir, self.name)
+
+  @property
+  def label(self):
+    """The model and its grid point, e.g. 'SBNGumbel (temperature=0.1)'."""
+    return model_label(self.model, self.grid)
+
+
+def hparam_text(value):
+  """A grid value as an hparams string writes it (floats as repr)."""
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def grid_text(grid):
+  """A grid point as hparams text, e.g. 'temperature=0.1'; '' for ()."""
+  return ','.join('%s=%s' % (name, hparam_text(v)) for name, v in grid)
+
+
+def model_label(model, grid=()):
+  """'SBNGumbel (temperature=0.1)', or just the model without a grid point."""
+  if not grid:
+    return model
+  return '%s (%s)' % (model, ', '.join('%s=%s' % (name, hparam_text(v))
+                                       for name, v in grid))
+
+
+def grid_points(config, model):
+  """The points of a model's own grid, in order; [()] for a model without.
+
+  A point is a tuple of (hparam, value) pairs in the order the config lists
+  the hparams; the points are their product, the last hparam varying
+  fastest.
+  """
+  grid = config.model_grids.get(model)
+  if not grid:
+    return [()]
+  names = list(grid)
+  return [tuple(zip(names, values))
+          for values in itertools.product(*(grid[n] for n in names))]
 
 
 def load_config(path):
@@ -92,6 +149,7 @@ def load_config(path):
   # is always reported by the same one.
   _check_keys(path, raw)
   settings, models, rates, trials = _check_grid(path, raw)
+  model_grids = _check_model_grids(path, raw.get('model_grids', {}), models)
   _check_steps(path, raw)
   extra = _check_flags(path, raw.get('flags', {}))
   _check_selection(path, raw['selection'])
@@ -102,7 +160,7 @@ def load_config(path):
                   seed_from_trial=raw.get('seed_from_trial', True),
                   max_steps=raw['max_steps'], eval_freq=raw['eval_freq'],
                   flags=dict(extra), selection=dict(raw['selection']),
-                  published=published, raw=raw)
+                  published=published, raw=raw, model_grids=model_grids)
   expand_runs(config)  # checks every hparams string now, not mid-sweep
   return config
 
@@ -179,6 +237,57 @@ def _check_grid(path, raw):
   return settings, models, rates, trials
 
 
+def _check_model_grids(path, model_grids, models):
+  """{model: {hparam: [typed values]}}: each model's own grid, checked."""
+  checked = {}
+  for model, grid in model_grids.items():
+    where = '"model_grids" %s' % model
+    if model not in models:
+      raise _bad(path, '%s: %s is not in "models"; add it there or remove '
+                 'its grid' % (where, model))
+    if not isinstance(grid, dict) or not grid:
+      raise _bad(path, '%s must map hparam names to lists of values, e.g. '
+                 '{"temperature": [0.1, 0.5]}' % where)
+    checked[model] = {}
+    for name, values in grid.items():
+      if name in _SWEPT_HPARAMS:
+        raise _bad(path, '%s sweeps %s, which the sweep sets per run; use '
+                   '"models", "learning_rates" or "trials" instead'
+                   % (where, name))
+      if name not in _HPARAM_TYPES:
+        raise _bad(path, '%s: unknown hparam %r; valid names: %s'
+                   % (where, name, ', '.join(
+                       n for n in _HPARAM_TYPES if n not in _SWEPT_HPARAMS)))
+      checked[model][name] = _check_grid_values(
+          path, '%s %s' % (where, name), _HPARAM_TYPES[name], values)
+  return checked
+
+
+def _check_grid_values(path, where, kind, values):
+  """The values of one grid hparam, each of the hparam's type, distinct."""
+  if not isinstance(values, list) or not values:
+    raise _bad(path, '%s must be a non-empty list of values, e.g. [0.1, 0.5]'
+               % where)
+  typed = []
+  for value in values:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and number:
+      value = float(value)  # JSON 1 for 1.0
+    if not (isinstance(value, bool) if kind is bool else
+            isinstance(value, kind) and not isinstance(value, bool)):
+      raise _bad(path, '%s takes %s values, got %s; write each value as %s'
+                 % (where, kind.__name__, json.dumps(value),
+                    _JSON_KINDS[kind]))
+    if kind is str and (',' in value or '=' in value):
+      raise _bad(path, '%s: value %s holds "," or "=", which an hparams '
+                 'string cannot; remove them' % (where, json.dumps(value)))
+    if value in typed:
+      raise _bad(path, '%s lists %s twice; list each value once'
+                 % (where, hparam_text(value)))
+    typed.append(value)
+  return typed
+
+
 def _check_steps(path, raw):
   if raw['max_steps'] <= 0:
     raise _bad(path, '"max_steps" must be positive')
@@ -222,11 +331,16 @@ def _check_published(path, published):
           'table': published['table']}
 
 
+def _fragment_names(fragment):
+  """The hparam names an hparams fragment sets."""
+  return [item.split('=', 1)[0].strip() for item in fragment.split(',')
+          if item.strip()]
+
+
 def _check_fragment(config, setting, fragment):
   """ConfigError if an hparams fragment sets what the sweep sets per run."""
   for part in (config.hparams, fragment):
-    for item in part.split(','):
-      name = item.split('=', 1)[0].strip()
+    for name in _fragment_names(part):
       if name in _SWEPT_HPARAMS:
         raise ConfigError(
             'config %s: setting %r sets %s, which the sweep sets per run; '
@@ -234,32 +348,52 @@ def _check_fragment(config, setting, fragment):
             % (config.path, setting, name))
 
 
-def expand_runs(config):
-  """The runs of a config, in the order settings x models x rates x trials.
+def _check_grid_overlap(config, setting, fragment):
+  """ConfigError if a model's grid sweeps an hparam a fragment sets."""
+  for model, grid in config.model_grids.items():
+    for part, owner in ((config.hparams, 'the common "hparams"'),
+                        (fragment, 'setting %r' % setting)):
+      both = [name for name in grid if name in _fragment_names(part)]
+      if both:
+        raise ConfigError(
+            'config %s: "model_grids" %s sweeps %s, which %s also sets; set '
+            'it in one place only' % (config.path, model, both[0], owner))
 
-  Raises ConfigError if an hparams string is invalid or two runs would share
-  a run directory.
+
+def expand_runs(config):
+  """The runs of a config, in the order settings x models x rates x the
+  model's own grid points (`grid_points`) x trials.
+
+  Without `model_grids` that is settings x models x rates x trials, and the
+  hparams strings are those of a config without the key.
+
+  Raises ConfigError if an hparams string is invalid, a model's grid sweeps
+  an hparam a fragment sets, or two runs would share a run directory.
   """
   runs = []
   seen = {}
   for setting, fragment in config.settings.items():
     _check_fragment(config, setting, fragment)
+    _check_grid_overlap(config, setting, fragment)
     for model in config.models:
       for rate in config.learning_rates:
-        for trial in config.trials:
-          text = ','.join(p for p in (
-              config.hparams, fragment, 'model=%s' % model,
-              'learning_rate=%r' % rate, 'trial=%d' % trial) if p)
-          try:
-            name = parse_hparams(text).run_name()
-          except HParamsError as e:
-            raise ConfigError('config %s: setting %r, model %s: %s'
-                              % (config.path, setting, model, e)) from None
-          if name in seen:
-            raise ConfigError('config %s: settings %r and %r give the same '
-                              'runs; make them differ' %
-                              (config.path, seen[name], setting))
-          seen[name] = setting
-          runs.append(Run(setting, model, rate, trial, text, name,
-                          trial if config.seed_from_trial else None))
+        for grid in grid_points(config, model):
+          for trial in config.trials:
+            text = ','.join(p for p in (
+                config.hparams, fragment, 'model=%s' % model,
+                'learning_rate=%r' % rate, grid_text(grid),
+                'trial=%d' % trial) if p)
+            try:
+              name = parse_hparams(text).run_name()
+            except HParamsError as e:
+              raise ConfigError('config %s: setting %r, model %s: %s'
+                                % (config.path, setting,
+                                   model_label(model, grid), e)) from None
+            if name in seen:
+              raise ConfigError('config %s: settings %r and %r give the same '
+                                'runs; make them differ' %
+                                (config.path, seen[name], setting))
+            seen[name] = setting
+            runs.append(Run(setting, model, rate, trial, text, name,
+                            trial if config.seed_from_trial else None, grid))
   return runs

@@ -1,11 +1,13 @@
 """The report's figures: one PNG per setting, when matplotlib is installed.
 
-Each shows, at the learning rate selected for each model, the training ELBO
-and the gradient log-variance against steps, averaged over trials.
+Each shows, at the learning rate (and grid point, for a model with a grid
+of its own) selected for each model, the training ELBO and the gradient
+log-variance against steps, averaged over trials.
 """
 
 import os
 
+from rebar.config import model_label
 from rebar.report_numbers import curves
 
 
@@ -23,13 +25,14 @@ def write_figures(config, groups, chosen, out_dir):
     fig, (ax_elbo, ax_var) = plt.subplots(1, 2, figsize=(12, 4.5))
     lowest_late = []
     for model in config.models:
-      rate, _ = chosen[(setting, model)]
-      if rate is None:
+      choice = chosen[(setting, model)]
+      if choice.rate is None:
         continue
-      lines = curves(groups[(setting, model, rate)]['records'])
+      lines = curves(groups[choice.key(setting, model)]['records'])
+      label_model = model_label(model, choice.grid)
       for name, (steps, values) in sorted(lines.items()):
-        label = '%s, lr %g' % (model, rate) if '/' not in name else (
-            '%s: %s' % (model, name.split('/', 1)[1]))
+        label = ('%s, lr %g' % (label_model, choice.rate) if '/' not in name
+                 else '%s: %s' % (label_model, name.split('/', 1)[1]))
         ax = ax_elbo if name == 'elbo' else ax_var
         ax.plot(steps, values, label=label)
         if name == 'elbo' and len(values) > 4:

@@ -1,12 +1,13 @@
 """The numbers of a config's runs, from their `metrics.jsonl` files.
 
 Per run (one trial) its best training ELBO and best validation bound
-(`summarize_run`); per setting, model and learning rate their mean and
+(`summarize_run`); per setting, model, learning rate and point of the
+model's own grid (`model_grids`; most models have none) their mean and
 standard error over trials (`aggregate`); per setting and model the learning
-rate that the config's rule selects (`select`); the published numbers to
-compare with (`load_published`), our numbers at the original code's
-reference checkpoints (`checkpoint_comparison`) and mean training curves
-(`curves`). rebar.report's docstring defines each measure.
+rate and grid point that the config's rule selects (`select`); the published
+numbers to compare with (`load_published`), our numbers at the original
+code's reference checkpoints (`checkpoint_comparison`) and mean training
+curves (`curves`). rebar.report's docstring defines each measure.
 """
 
 import json
@@ -14,6 +15,7 @@ import math
 import os
 
 from rebar.config import expand_runs
+from rebar.config import grid_points
 
 
 class ReportError(RuntimeError):
@@ -105,20 +107,35 @@ def collect(config, working_dir):
   return result
 
 
-def aggregate(config, collected):
-  """{(setting, model, learning_rate): group dict} over trials.
+def group_key(setting, model, rate, grid=()):
+  """The key of a group in `aggregate`'s dict.
 
-  A group holds: trials (configured), runs (with data), steps_min/max,
-  train_elbo, valid_iw_bound, test_iw_bound as (mean, se, n), and the
-  per-trial summaries.
+  (setting, model, learning rate), and for a model with its own grid the
+  grid point (a tuple of (hparam, value) pairs, `rebar.config.grid_points`)
+  after them.
+  """
+  return (setting, model, rate, grid) if grid else (setting, model, rate)
+
+
+def aggregate(config, collected):
+  """{group_key(setting, model, learning_rate, grid): group dict} over trials.
+
+  A group holds: setting, model, learning_rate and grid (its key's parts),
+  trials (configured), runs (with data), steps_min/max, train_elbo,
+  valid_iw_bound, test_iw_bound as (mean, se, n), and the per-trial
+  summaries. The groups are in the order of the runs.
   """
   groups = {}
   for setting in config.settings:
     for model in config.models:
       for rate in config.learning_rates:
-        groups[(setting, model, rate)] = {'summaries': [], 'records': []}
+        for grid in grid_points(config, model):
+          groups[group_key(setting, model, rate, grid)] = {
+              'setting': setting, 'model': model, 'learning_rate': rate,
+              'grid': grid, 'summaries': [], 'records': []}
   for run, (summary, records) in collected.items():
-    group = groups[(run.setting, run.model, run.learning_rate)]
+    group = groups[group_key(run.setting, run.model, run.learning_rate,
+                             run.grid)]
     if summary is not None:
       group['summaries'].append(summary)
       group['records'].append(records)
@@ -135,32 +152,69 @@ def aggregate(config, collected):
   return groups
 
 
-def select(config, groups):
-  """{(setting, model): (learning rate or None, how it was chosen)}.
+class Choice(tuple):
+  """What `select` chose for a setting and model: (learning rate, reason).
 
-  The config's metric, mean over trials, highest wins (the first listed rate
-  on a tie). If no rate has that metric yet (no validation records), the
-  best training ELBO decides and the reason says so.
+  It is that pair, as before models had grids of their own; `grid` is the
+  chosen point of the model's grid (() for a model without one, or when
+  nothing was chosen), `rate` and `reason` name the pair's parts.
+  """
+
+  def __new__(cls, rate, reason, grid=()):
+    choice = super().__new__(cls, (rate, reason))
+    choice.grid = grid
+    return choice
+
+  @property
+  def rate(self):
+    return self[0]
+
+  @property
+  def reason(self):
+    return self[1]
+
+  def key(self, setting, model):
+    """The group_key of the chosen group; None if nothing was chosen."""
+    if self.rate is None:
+      return None
+    return group_key(setting, model, self.rate, self.grid)
+
+
+def select(config, groups):
+  """{(setting, model): Choice(learning rate or None, how it was chosen)}.
+
+  The candidates are the model's learning rates, and for a model with its
+  own grid every (learning rate, grid point) pair. The config's metric,
+  mean over trials, highest wins (on a tie the first in the order of the
+  runs: rates as listed, then grid points). If no candidate has that metric
+  yet (no validation records), the best training ELBO decides and the reason
+  says so.
   """
   chosen = {}
   metric = config.selection['metric']
   for setting in config.settings:
     for model in config.models:
-      rates = config.learning_rates
-      if len(rates) == 1:
-        chosen[(setting, model)] = (rates[0], 'only learning rate')
+      candidates = [(r, g) for r in config.learning_rates
+                    for g in grid_points(config, model)]
+      if len(candidates) == 1:
+        rate, grid = candidates[0]
+        chosen[(setting, model)] = Choice(
+            rate, 'only learning rate and grid point' if grid else
+            'only learning rate', grid)
         continue
       choice = None
       for name in (metric, 'train_elbo'):
-        scored = [(groups[(setting, model, r)][name][0], -i, r)
-                  for i, r in enumerate(rates)
-                  if groups[(setting, model, r)][name][0] is not None]
+        scored = [(groups[group_key(setting, model, r, g)][name][0], -i)
+                  for i, (r, g) in enumerate(candidates)
+                  if groups[group_key(setting, model, r, g)][name][0]
+                  is not None]
         if scored:
           reason = name if name == metric else (
               'train_elbo (no %s records yet)' % metric)
-          choice = (max(scored)[2], reason)
+          rate, grid = candidates[-max(scored)[1]]
+          choice = Choice(rate, reason, grid)
           break
-      chosen[(setting, model)] = choice or (None, 'no data')
+      chosen[(setting, model)] = choice or Choice(None, 'no data')
   return chosen
 
 
@@ -198,30 +252,38 @@ def checkpoint_comparison(config, collected, checkpoints):
 
   A trial counts if it got to the checkpoint (to 99% of it where the step
   is approximate); its value is that of its record at the largest step not
-  past the checkpoint. Returns a list of dicts.
+  past the checkpoint. Returns a list of dicts, one per checkpoint, or for
+  a model with its own grid one per grid point (its `grid`).
   """
   rows = []
   for c in checkpoints:
     key = (c['setting'], c['model'], float(c['learning_rate']))
-    runs = [(run, records) for run, (_, records) in collected.items()
-            if (run.setting, run.model, run.learning_rate) == key]
-    if not runs:
-      continue
-    reach = c['step'] * (0.99 if c.get('approximate_step') else 1)
-    train, test, reached = [], [], 0
-    for _, records in runs:
-      if not records or max(r['step'] for r in records) < reach:
-        continue
-      reached += 1
-      for kind, values, name in (('train', train, 'elbo'),
-                                 ('test', test, 'iw_bound')):
-        before = [r for r in records
-                  if r['kind'] == kind and r['step'] <= c['step']]
-        if before:
-          values.append(before[-1]['values'][name])
-    rows.append({'checkpoint': c, 'trials': len(runs), 'reached': reached,
-                 'train_elbo': mean_se(train), 'test_iw_bound': mean_se(test)})
+    by_grid = {}  # A model with its own grid: a row per grid point.
+    for run, (_, records) in collected.items():
+      if (run.setting, run.model, run.learning_rate) == key:
+        by_grid.setdefault(run.grid, []).append(records)
+    for grid, runs in by_grid.items():
+      rows.append(_at_checkpoint(c, grid, runs))
   return rows
+
+
+def _at_checkpoint(c, grid, runs):
+  """The checkpoint_comparison row of checkpoint `c` over `runs` (records)."""
+  reach = c['step'] * (0.99 if c.get('approximate_step') else 1)
+  train, test, reached = [], [], 0
+  for records in runs:
+    if not records or max(r['step'] for r in records) < reach:
+      continue
+    reached += 1
+    for kind, values, name in (('train', train, 'elbo'),
+                               ('test', test, 'iw_bound')):
+      before = [r for r in records
+                if r['kind'] == kind and r['step'] <= c['step']]
+      if before:
+        values.append(before[-1]['values'][name])
+  return {'checkpoint': c, 'grid': grid, 'trials': len(runs),
+          'reached': reached, 'train_elbo': mean_se(train),
+          'test_iw_bound': mean_se(test)}
 
 
 # ------------------------------------------------------------ curves

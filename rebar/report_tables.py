@@ -1,13 +1,20 @@
 """The report's tables: report.csv (every row) and the text of report.md.
 
-report.csv has a row per setting, model and learning rate, at full
-precision, the selected rate of each setting and model marked. report.md
-shows the selected rates beside the published numbers, then every rate,
-the original code's reference checkpoints and the figures.
+report.csv has a row per setting, model, learning rate and point of the
+model's own grid (`model_grids`; column grid_point, empty for a model
+without one), at full precision, the selected one of each setting and model
+marked. report.md shows the selected rates beside the published numbers,
+then every rate, the original code's reference checkpoints and the figures;
+a model with a grid is labelled with its grid point there, e.g.
+`SBNGumbel (temperature=0.1)`.
 """
 
 import csv
 import datetime
+
+from rebar.config import grid_text
+from rebar.config import hparam_text
+from rebar.config import model_label
 
 
 def _fmt(stat, digits=2):
@@ -31,41 +38,47 @@ def _rate(rate):
   return '—' if rate is None else '%g' % rate
 
 
+def _is_chosen(group, choice):
+  return (group['learning_rate'], group['grid']) == (choice.rate, choice.grid)
+
+
 def table_rows(config, groups, chosen, published):
-  """Rows of report.csv: every setting x model x rate, selected ones marked."""
+  """Rows of report.csv: every setting x model x rate x grid point (the
+  groups, in their order), the selected ones marked."""
+  del config  # The groups hold the config's grid, in its order.
   rows = []
-  for setting in config.settings:
-    for model in config.models:
-      rate_chosen, reason = chosen[(setting, model)]
-      entry = published.get(setting, {}).get(model)
-      for rate in config.learning_rates:
-        g = groups[(setting, model, rate)]
-        pub = entry['value'] if entry else None
-        ours = g['train_elbo'][0]
-        rows.append({
-            'setting': setting, 'model': model, 'learning_rate': rate,
-            'selected': int(rate == rate_chosen),
-            'selected_by': reason if rate == rate_chosen else '',
-            'trials_with_data': g['runs'], 'trials_configured': g['trials'],
-            'steps_min': g['steps_min'], 'steps_max': g['steps_max'],
-            'train_elbo_mean': ours, 'train_elbo_se': g['train_elbo'][1],
-            'valid_iw_bound_mean': g['valid_iw_bound'][0],
-            'valid_iw_bound_se': g['valid_iw_bound'][1],
-            'valid_trials': g['valid_iw_bound'][2],
-            'test_iw_bound_mean': g['test_iw_bound'][0],
-            'test_iw_bound_se': g['test_iw_bound'][1],
-            'test_trials': g['test_iw_bound'][2],
-            'published_train_elbo': pub,
-            'published_label': (entry or {}).get('label', ''),
-            'published_source': (entry or {}).get('source', ''),
-            'train_elbo_minus_published': (
-                ours - pub if ours is not None and pub is not None else None),
-        })
+  for g in groups.values():
+    choice = chosen[(g['setting'], g['model'])]
+    selected = _is_chosen(g, choice)
+    entry = published.get(g['setting'], {}).get(g['model'])
+    pub = entry['value'] if entry else None
+    ours = g['train_elbo'][0]
+    rows.append({
+        'setting': g['setting'], 'model': g['model'],
+        'learning_rate': g['learning_rate'],
+        'grid_point': grid_text(g['grid']),
+        'selected': int(selected),
+        'selected_by': choice.reason if selected else '',
+        'trials_with_data': g['runs'], 'trials_configured': g['trials'],
+        'steps_min': g['steps_min'], 'steps_max': g['steps_max'],
+        'train_elbo_mean': ours, 'train_elbo_se': g['train_elbo'][1],
+        'valid_iw_bound_mean': g['valid_iw_bound'][0],
+        'valid_iw_bound_se': g['valid_iw_bound'][1],
+        'valid_trials': g['valid_iw_bound'][2],
+        'test_iw_bound_mean': g['test_iw_bound'][0],
+        'test_iw_bound_se': g['test_iw_bound'][1],
+        'test_trials': g['test_iw_bound'][2],
+        'published_train_elbo': pub,
+        'published_label': (entry or {}).get('label', ''),
+        'published_source': (entry or {}).get('source', ''),
+        'train_elbo_minus_published': (
+            ours - pub if ours is not None and pub is not None else None),
+    })
   return rows
 
 
-CSV_COLUMNS = ('setting', 'model', 'learning_rate', 'selected', 'selected_by',
-               'trials_with_data', 'trials_configured', 'steps_min',
+CSV_COLUMNS = ('setting', 'model', 'learning_rate', 'grid_point', 'selected',
+               'selected_by', 'trials_with_data', 'trials_configured', 'steps_min',
                'steps_max', 'train_elbo_mean', 'train_elbo_se',
                'valid_iw_bound_mean', 'valid_iw_bound_se', 'valid_trials',
                'test_iw_bound_mean', 'test_iw_bound_se', 'test_trials',
@@ -116,13 +129,27 @@ def _preamble(config, working_dir):
                    timespec='seconds'), '{:,}'.format(config.max_steps)), '',
             'Learning rate selected per setting and model: %s'
             % config.selection.get('description',
-                                   config.selection['metric']), '',
-            'Values are the mean ± standard error over trials (no ± with one '
+                                   config.selection['metric']), '']
+  if config.model_grids:
+    lines += ['The models with a grid of their own (%s) are selected over '
+              'every pair of learning rate and grid point, by the same rule; '
+              'their rows name the grid point after the model, e.g. '
+              '`SBNGumbel (temperature=0.1)`.' % _grids_summary(config), '']
+  lines += ['Values are the mean ± standard error over trials (no ± with one '
             'trial). Best train ELBO: the highest epoch-mean training ELBO. '
             'Valid and test: the 100-sample bound at each trial\'s best '
             'validation evaluation. Trials: with data / configured. Steps: '
             'the last recorded step (range over trials).', '']
   return lines
+
+
+def _grids_summary(config):
+  """'SBNGumbel: temperature 0.1, 0.5', each model's grid, for the preamble."""
+  return '; '.join(
+      '%s: %s' % (model, ' x '.join(
+          '%s %s' % (name, ', '.join(hparam_text(v) for v in values))
+          for name, values in grid.items()))
+      for model, grid in config.model_grids.items())
 
 
 def _footnote(notes, entry):
@@ -140,9 +167,10 @@ def _selected_table(config, groups, chosen, published, notes):
            '|---|---|---|---|---|---|---|---|---|---|']
   for setting in config.settings:
     for model in config.models:
-      rate, _ = chosen[(setting, model)]
+      choice = chosen[(setting, model)]
+      rate = choice.rate
       entry = published.get(setting, {}).get(model)
-      g = groups[(setting, model, rate)] if rate is not None else None
+      g = groups[choice.key(setting, model)] if rate is not None else None
       pub = diff = '—'
       if entry:
         pub = '%g%s %s' % (entry['value'],
@@ -155,7 +183,8 @@ def _selected_table(config, groups, chosen, published, notes):
                      % (setting, model, len(config.trials), pub))
         continue
       lines.append('| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s |' % (
-          setting, model, _rate(rate), g['runs'], g['trials'], _steps(g),
+          setting, model_label(model, choice.grid), _rate(rate), g['runs'],
+          g['trials'], _steps(g),
           _fmt(g['train_elbo']), pub, diff, _fmt(g['valid_iw_bound']),
           _fmt(g['test_iw_bound'])))
   lines.append('')
@@ -167,11 +196,12 @@ def _every_rate_table(groups, chosen):
            '| setting | model | lr | selected by | trials | steps | '
            'best train ELBO | valid bound | test bound |',
            '|---|---|---|---|---|---|---|---|---|']
-  for (setting, model, rate), g in groups.items():
-    chosen_rate, reason = chosen[(setting, model)]
+  for g in groups.values():
+    choice = chosen[(g['setting'], g['model'])]
     lines.append('| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |' % (
-        setting, model, _rate(rate), reason if rate == chosen_rate else '',
-        g['runs'], g['trials'], _steps(g), _fmt(g['train_elbo']),
+        g['setting'], model_label(g['model'], g['grid']),
+        _rate(g['learning_rate']),
+        choice.reason if _is_chosen(g, choice) else '', g['runs'], g['trials'], _steps(g), _fmt(g['train_elbo']),
         _fmt(g['valid_iw_bound']), _fmt(g['test_iw_bound'])))
   lines.append('')
   return lines
@@ -188,7 +218,8 @@ def _checkpoint_table(checkpoint_rows, sources):
   for row in checkpoint_rows:
     c = row['checkpoint']
     lines.append('| %s | %s | %g | %s%s | %g | %s | %s | %s | %d/%d |' % (
-        c['setting'], c['model'], c['learning_rate'],
+        c['setting'], model_label(c['model'], row.get('grid', ())),
+        c['learning_rate'],
         'about ' if c.get('approximate_step') else '',
         '{:,}'.format(c['step']), c['train_elbo'], _fmt(row['train_elbo']),
         '%g' % c['test_iw_bound'] if 'test_iw_bound' in c else '—',

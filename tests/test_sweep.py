@@ -45,11 +45,13 @@ def write_config(path, **overrides):
   return path
 
 
-def write_run(working_dir, config, setting, model, rate, trial, records):
-  """A run directory holding `records` as metrics.jsonl (and finished.json)."""
+def write_run(working_dir, config, setting, model, rate, trial, records,
+              grid=()):
+  """A run directory holding `records` as metrics.jsonl (and finished.json);
+  `grid` the run's point of its model's own grid."""
   run = next(r for r in sweep.expand_runs(config)
-             if (r.setting, r.model, r.learning_rate, r.trial)
-             == (setting, model, rate, trial))
+             if (r.setting, r.model, r.learning_rate, r.trial, r.grid)
+             == (setting, model, rate, trial, grid))
   run_dir = pathlib.Path(run.run_dir(str(working_dir)))
   run_dir.mkdir(parents=True)
   with open(run_dir / 'metrics.jsonl', 'w') as f:
@@ -283,7 +285,10 @@ def test_curves_average_trials_and_split_estimators():
 # ------------------------------------------------------------ configs
 
 def test_every_shipped_config_loads():
-  expected = {'generative_mnist': 45 * 3, 'generative_omniglot': 45 * 3,
+  # The generative configs: 3 settings x (4 models x 3 rates + SBNGumbel x 3
+  # rates x 4 temperatures) x 3 trials.
+  expected = {'generative_mnist': 3 * (4 * 3 + 3 * 4) * 3,
+              'generative_omniglot': 3 * (4 * 3 + 3 * 4) * 3,
               'structured_prediction': 45 * 3, 'variance_figure': 2,
               'mini_mnist_linear1': 5}
   for name, n_runs in expected.items():
@@ -313,6 +318,25 @@ def test_runs_expand_to_rebar_train_run_names(tmp_path):
   config = sweep.load_config(write_config(tmp_path / 'd.json',
                                           seed_from_trial=False))
   assert all(r.seed is None for r in sweep.expand_runs(config))
+
+
+def test_generative_configs_tune_concrete_temperature_only():
+  for name in ('generative_mnist', 'generative_omniglot'):
+    config = sweep.load_config(CONFIGS / (name + '.json'))
+    # Concrete over a grid holding the original's default (0.5) and the
+    # value measured best (0.1); Dynamic REBAR learns its temperature.
+    assert config.model_grids == {
+        'SBNGumbel': {'temperature': [0.1, 0.3, 0.5, 1.0]}}, name
+    runs = sweep.expand_runs(config)
+    assert {parse_hparams(r.hparams).temperature for r in runs
+            if r.model == 'SBNGumbel'} == {0.1, 0.3, 0.5, 1.0}
+    assert {parse_hparams(r.hparams).temperature for r in runs
+            if r.model != 'SBNGumbel'} == {0.5}
+    # The temperature-0.5 runs are the runs the config had without the grid.
+    untuned = sweep.Config(**{**vars(config), 'model_grids': {}})
+    assert [r.name for r in sweep.expand_runs(untuned)] == [
+        r.name for r in runs
+        if r.model != 'SBNGumbel' or dict(r.grid)['temperature'] == 0.5]
 
 
 @pytest.mark.parametrize('content, message', [
@@ -390,6 +414,264 @@ def test_fair_share_of_threads():
   assert sweep.fair_threads(2, cores=16) == 8
   assert sweep.fair_threads(3, cores=16) == 5
   assert sweep.fair_threads(4, cores=2) == 1
+
+
+# ------------------------------------------------------------ model grids
+
+GUMBEL_GRID = {'SBNGumbel': {'temperature': [0.1, 0.5]}}
+T01, T05 = (('temperature', 0.1),), (('temperature', 0.5),)
+
+
+def grid_config(tmp_path, name='g.json', **overrides):
+  """SBNNVIL, and SBNGumbel over temperatures 0.1 and 0.5; two rates, two
+  trials."""
+  content = dict(models=['SBNNVIL', 'SBNGumbel'], model_grids=GUMBEL_GRID)
+  content.update(overrides)
+  return sweep.load_config(write_config(tmp_path / name, **content))
+
+
+def test_model_grid_runs_are_the_product_in_order(tmp_path):
+  config = grid_config(tmp_path)
+  runs = sweep.expand_runs(config)
+  expected = []
+  for model in ('SBNNVIL', 'SBNGumbel'):
+    for rate in (0.0003, 0.001):
+      for grid in ((T01, T05) if model == 'SBNGumbel' else ((),)):
+        for trial in (1, 2):
+          expected.append((model, rate, grid, trial))
+  assert [(r.model, r.learning_rate, r.grid, r.trial) for r in runs] == (
+      expected)
+  assert len(runs) == 2 * 2 + 2 * 2 * 2  # rates x trials (x temperatures)
+  for r in runs:
+    # The grid point is in the hparams string, so in the run's name.
+    temperature = dict(r.grid).get('temperature')
+    text = 'task=sbn,n_layer=1,model=%s,learning_rate=%r,%strial=%d' % (
+        r.model, r.learning_rate,
+        'temperature=%r,' % temperature if temperature else '', r.trial)
+    assert r.hparams == text
+    assert r.name == parse_hparams(text).run_name()
+    assert ('temperature_%s' % (temperature or 0.5)) in r.name
+    assert r.label == ('SBNGumbel (temperature=%r)' % temperature
+                       if temperature else r.model)
+  assert len({r.name for r in runs}) == len(runs)
+  # The models without a grid keep the runs of the config without the key;
+  # the grid point at the default (0.5) names the directory a run without
+  # the grid had.
+  plain = sweep.expand_runs(sweep.load_config(write_config(
+      tmp_path / 'plain.json', models=['SBNNVIL', 'SBNGumbel'])))
+  assert [r.name for r in plain] == [r.name for r in runs if r.grid != T01]
+  assert [r.hparams for r in plain if r.model == 'SBNNVIL'] == [
+      r.hparams for r in runs if r.model == 'SBNNVIL']
+
+
+def test_model_grid_of_two_hparams_varies_the_last_fastest(tmp_path):
+  config = grid_config(tmp_path, models=['SBNRebar'], learning_rates=[0.001],
+                       trials=1, model_grids={'SBNRebar': {
+                           'temperature': [0.1, 1], 'quadratic': [True, False]}})
+  runs = sweep.expand_runs(config)
+  # 1 (an int in JSON) is taken as the float 1.0.
+  assert [r.grid for r in runs] == [
+      (('temperature', t), ('quadratic', q))
+      for t in (0.1, 1.0) for q in (True, False)]
+  assert runs[1].hparams.endswith(
+      'learning_rate=0.001,temperature=0.1,quadratic=false,trial=1')
+  assert runs[1].label == 'SBNRebar (temperature=0.1, quadratic=false)'
+  assert parse_hparams(runs[3].hparams).temperature == 1.0
+  assert 'quadratic_False.' in runs[3].name
+  assert len({r.name for r in runs}) == 4
+
+
+@pytest.fixture
+def grid_written(tmp_path):
+  """SBNGumbel over rates x temperatures, two trials each: (0.001, 0.1)
+  validates best, (0.0003, 0.5) trains best; SBNNVIL has training records at
+  one rate only."""
+  config = grid_config(tmp_path)
+  w = tmp_path / 'w'
+  # (rate, grid): (train ELBOs, valid bounds) of trials 1 and 2.
+  data = {
+      (0.0003, T01): ((-130, -128), (-105, -104)),
+      (0.0003, T05): ((-100, -101), (-108, -109)),
+      (0.001, T01): ((-120, -122), (-99, -101)),
+      (0.001, T05): ((-125, -124), (-103, -102)),
+  }
+  for (rate, grid), (elbos, bounds) in data.items():
+    for trial in (1, 2):
+      write_run(w, config, 'linear_1_layer', 'SBNGumbel', rate, trial,
+                history([elbos[trial - 1]], [bounds[trial - 1]],
+                        [bounds[trial - 1] - 1]), grid=grid)
+  write_run(w, config, 'linear_1_layer', 'SBNNVIL', 0.001, 1,
+            [train(10, -140)])
+  return config, w
+
+
+def test_selection_runs_over_the_whole_grid(grid_written):
+  config, w = grid_written
+  groups = report.aggregate(config, report.collect(config, str(w)))
+  best = groups[('linear_1_layer', 'SBNGumbel', 0.001, T01)]
+  assert best['valid_iw_bound'][:2] == (-100, pytest.approx(1.0))
+  assert (best['runs'], best['grid'], best['learning_rate']) == (2, T01,
+                                                                  0.001)
+  # Models without a grid keep their (setting, model, rate) keys.
+  assert groups[('linear_1_layer', 'SBNNVIL', 0.001)]['runs'] == 1
+  assert len(groups) == 2 + 4
+
+  chosen = report.select(config, groups)
+  choice = chosen[('linear_1_layer', 'SBNGumbel')]
+  assert choice == (0.001, 'valid_iw_bound') and choice.grid == T01
+  assert (choice.rate, choice.reason) == (0.001, 'valid_iw_bound')
+  nvil = chosen[('linear_1_layer', 'SBNNVIL')]
+  assert nvil[0] == 0.001 and nvil.grid == ()
+  assert nvil[1].startswith('train_elbo (no valid_iw_bound')
+
+  # The other metric picks the point that trains best: another rate and
+  # another temperature.
+  config.selection['metric'] = 'train_elbo'
+  choice = report.select(config, groups)[('linear_1_layer', 'SBNGumbel')]
+  assert choice == (0.0003, 'train_elbo') and choice.grid == T05
+
+
+def test_grid_selection_tie_goes_to_the_first_in_run_order(tmp_path):
+  config = grid_config(tmp_path, trials=1)
+  for rate, grid in ((0.001, T01), (0.0003, T05), (0.001, T05)):
+    write_run(tmp_path / 'w', config, 'linear_1_layer', 'SBNGumbel', rate, 1,
+              history([-120], [-100], [-100]), grid=grid)
+  groups = report.aggregate(config, report.collect(config,
+                                                   str(tmp_path / 'w')))
+  choice = report.select(config, groups)[('linear_1_layer', 'SBNGumbel')]
+  # Rates as listed, then grid points: (0.0003, 0.5) comes first.
+  assert (choice.rate, choice.grid) == (0.0003, T05)
+  # One rate and a grid of one point: nothing to select between.
+  single = grid_config(tmp_path, name='s.json', learning_rates=[0.001],
+                       model_grids={'SBNGumbel': {'temperature': [0.1]}})
+  groups = report.aggregate(single, report.collect(single,
+                                                   str(tmp_path / 'w')))
+  choice = report.select(single, groups)[('linear_1_layer', 'SBNGumbel')]
+  assert choice == (0.001, 'only learning rate and grid point')
+  assert choice.grid == T01
+
+
+def test_report_names_the_chosen_grid_point(grid_written, tmp_path):
+  config, w = grid_written
+  rows, _ = report.make_report(config, str(w), str(tmp_path / 'out'),
+                               figures=False)
+  text = (tmp_path / 'out' / 'report.md').read_text()
+  # The selected row says which temperature and rate won.
+  assert ('| linear_1_layer | SBNGumbel (temperature=0.1) | 0.001 | 2/2 | 10 '
+          '| -121.00 ± 1.00 | — | — | -100.00 ± 1.00 | -101.00 ± 1.00 |'
+          in text)
+  assert ('| linear_1_layer | SBNGumbel (temperature=0.1) | 0.001 | '
+          'valid_iw_bound | 2/2 |' in text)
+  assert ('| linear_1_layer | SBNGumbel (temperature=0.5) | 0.0003 |  | 2/2 |'
+          in text)
+  assert 'SBNGumbel: temperature 0.1, 0.5' in text
+  assert '| linear_1_layer | SBNNVIL | 0.001 | 1/2 | 10 | -140.00 |' in text
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(tmp_path / 'out' / 'report.csv') as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == len(rows) == 2 + 4
+  assert [(r['model'], r['learning_rate'], r['grid_point']) for r in table] == [
+      ('SBNNVIL', '0.0003', ''), ('SBNNVIL', '0.001', ''),
+      ('SBNGumbel', '0.0003', 'temperature=0.1'),
+      ('SBNGumbel', '0.0003', 'temperature=0.5'),
+      ('SBNGumbel', '0.001', 'temperature=0.1'),
+      ('SBNGumbel', '0.001', 'temperature=0.5')]
+  selected = [r for r in table if r['selected'] == '1']
+  assert [(r['model'], r['learning_rate'], r['grid_point'], r['selected_by'])
+          for r in selected] == [
+              ('SBNNVIL', '0.001', '', 'train_elbo (no valid_iw_bound records '
+               'yet)'),
+              ('SBNGumbel', '0.001', 'temperature=0.1', 'valid_iw_bound')]
+
+
+def test_figure_labels_the_chosen_grid_point(grid_written, tmp_path):
+  pytest.importorskip('matplotlib')
+  config, w = grid_written
+  _, written = report.make_report(config, str(w), str(tmp_path / 'out'))
+  assert written == [('linear_1_layer', 'fig_linear_1_layer.png')]
+
+
+def test_reference_checkpoints_have_a_row_per_grid_point(tmp_path):
+  config = sweep.load_config(write_config(
+      tmp_path / 'c.json', settings={'linear_2_layers': 'n_layer=2'},
+      models=['SBNDynamicRebar'], learning_rates=[0.0003], trials=1,
+      model_grids={'SBNDynamicRebar': {'temperature': [0.1, 0.5]}},
+      published={'file': str(CONFIGS / 'published.json'),
+                 'table': 'generative_mnist'}))
+  w = tmp_path / 'w'
+  for grid, elbo in ((T01, -120.0), (T05, -125.0)):
+    write_run(w, config, 'linear_2_layers', 'SBNDynamicRebar', 0.0003, 1,
+              [train(100032, elbo)], grid=grid)
+  report.make_report(config, str(w), str(tmp_path / 'out'), figures=False)
+  text = (tmp_path / 'out' / 'report.md').read_text()
+  for label, ours in (('temperature=0.1', '-120.00'),
+                      ('temperature=0.5', '-125.00')):
+    assert ('| linear_2_layers | SBNDynamicRebar (%s) | 0.0003 | 100,032 | '
+            '-121.5 | %s | — | — | 1/1 |' % (label, ours)) in text
+
+
+@pytest.mark.parametrize('content, message', [
+    (dict(model_grids={'SBNGumbel': {'temperature': [0.1]}}),
+     '"model_grids" SBNGumbel: SBNGumbel is not in "models"; add it there'),
+    (dict(model_grids={'SBNFoo': {'temperature': [0.1]}}),
+     'SBNFoo is not in "models"'),
+    (dict(model_grids=[{'SBNRebar': {}}]), "'model_grids' must be model name"),
+    (dict(model_grids={'SBNRebar': {}}),
+     '"model_grids" SBNRebar must map hparam names to lists of values'),
+    (dict(model_grids={'SBNRebar': [0.1, 0.5]}),
+     '"model_grids" SBNRebar must map hparam names to lists of values'),
+    (dict(model_grids={'SBNRebar': {'temprature': [0.1]}}),
+     "\"model_grids\" SBNRebar: unknown hparam 'temprature'; valid names:"),
+    (dict(model_grids={'SBNRebar': {'learning_rate': [0.1]}}),
+     'SBNRebar sweeps learning_rate, which the sweep sets per run'),
+    (dict(model_grids={'SBNRebar': {'trial': [1, 2]}}),
+     'SBNRebar sweeps trial, which the sweep sets per run'),
+    (dict(model_grids={'SBNRebar': {'temperature': []}}),
+     'SBNRebar temperature must be a non-empty list of values'),
+    (dict(model_grids={'SBNRebar': {'temperature': 0.1}}),
+     'SBNRebar temperature must be a non-empty list of values'),
+    (dict(model_grids={'SBNRebar': {'temperature': ['0.1']}}),
+     'temperature takes float values, got "0.1"; write each value as a JSON '
+     'number'),
+    (dict(model_grids={'SBNRebar': {'temperature': [True]}}),
+     'temperature takes float values, got true'),
+    (dict(model_grids={'SBNRebar': {'n_samples': [1, 2.5]}}),
+     'n_samples takes int values, got 2.5; write each value as a JSON '
+     'integer'),
+    (dict(model_grids={'SBNRebar': {'quadratic': ['false']}}),
+     'quadratic takes bool values, got "false"; write each value as true or '
+     'false'),
+    (dict(model_grids={'SBNRebar': {'relax_cv': ['rebar,free']}}),
+     'holds "," or "="'),
+    (dict(model_grids={'SBNRebar': {'temperature': [0.1, 0.3, 0.1]}}),
+     'SBNRebar temperature lists 0.1 twice; list each value once'),
+    (dict(model_grids={'SBNRebar': {'temperature': [0.1, -1]}}),
+     "model SBNRebar (temperature=-1.0): temperature must be positive"),
+    (dict(model_grids={'SBNRebar': {'relax_cv': ['rebar', 'fixed']}}),
+     "unknown relax_cv 'fixed'"),
+    (dict(settings={'linear_1_layer': 'n_layer=1,temperature=0.3'},
+          model_grids={'SBNRebar': {'temperature': [0.1, 0.5]}}),
+     '"model_grids" SBNRebar sweeps temperature, which setting '
+     "'linear_1_layer' also sets; set it in one place only"),
+    (dict(hparams='task=sbn,temperature=0.3',
+          model_grids={'SBNRebar': {'temperature': [0.1, 0.5]}}),
+     'sweeps temperature, which the common "hparams" also sets'),
+])
+def test_bad_model_grids_stop_the_sweep_before_any_run(tmp_path, content,
+                                                        message):
+  path = write_config(tmp_path / 'c.json', **content)
+  with pytest.raises(sweep.ConfigError) as e:
+    sweep.load_config(path)
+  assert message in str(e.value)
+  assert '\n' not in str(e.value)
+  # The command line stops with that one line before the working dir exists.
+  result = subprocess.run(
+      [sys.executable, '-m', 'rebar.sweep', str(path), '--working_dir',
+       str(tmp_path / 'w')], cwd=REPO, capture_output=True, text=True,
+      check=False)
+  assert result.returncode == 2
+  assert result.stderr == 'rebar.sweep: error: %s\n' % e.value
+  assert not (tmp_path / 'w').exists()
 
 
 # ------------------------------------------------------------ real runs
