@@ -47,7 +47,11 @@ SMOKE = REPO / 'configs' / 'smoke' / 'smoke.json'
 
 BATCH_SIZE = 250
 EPOCH_STEPS = 50000 // BATCH_SIZE  # MNIST's 50,000 training images
-MAX_STEPS = 500  # records at steps 200, 400 and 500; the stop falls between
+# Records at steps 200, 400, ..., 1000; the stop falls between. The seconds
+# of training and evaluation left after step 200 give a loaded machine time to
+# stop the run before it finishes (with 500 steps one run in three finished
+# first on a busy machine).
+MAX_STEPS = 1000
 WALL_FIELDS = ('wall_s',)  # record fields that may differ between runs
 STOP_EXIT = 128 + signal.SIGTERM  # what rebar_train promises on SIGTERM
 # The batch script of docs/reproduction.md's `sbatch --array` line. `exec` makes the
@@ -603,7 +607,7 @@ class LocalSlurm:
     """'task STATE' of the array's tasks still queued or running."""
     result = self.run(['squeue', '-h', '-r', '-j', job_id, '-o', '%i %T'],
                       check=False)
-    return result.stdout.split('\n') if result.stdout.strip() else []
+    return [line for line in result.stdout.split('\n') if line.strip()]
 
   def stop(self):
     for job in self.jobs:
