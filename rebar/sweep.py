@@ -290,8 +290,15 @@ def main(argv=None):
         os.path.expanduser(data_flags['data_dir']))
   try:
     if args.print_commands:
-      print_commands(config, args.working_dir, args.max_steps, args.threads,
-                     data_flags)
+      try:
+        print_commands(config, args.working_dir, args.max_steps,
+                       args.threads, data_flags)
+        sys.stdout.flush()
+      except BrokenPipeError:
+        # The reader (e.g. `| head`) took what it wanted; not an error.
+        # stdout goes to /dev/null so that the interpreter's final flush
+        # does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
       return 0
     results = run_sweep(config, args.working_dir, args.workers,
                         args.max_steps, args.threads, data_flags,

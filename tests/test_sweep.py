@@ -851,3 +851,19 @@ def test_second_sweep_records_failures_and_carries_on(second_sweep):
     assert os.path.isfile(entry['log'])
   assert status['last_sweep']['counts'] == {'failed': 4, 'finished': 1,
                                             'skipped': 3}
+
+
+def test_print_commands_into_a_reader_that_stops_early(tmp_path):
+  """`--print_commands | head -1`: the closed pipe ends the listing quietly,
+  with status 0 and no traceback."""
+  lister = subprocess.Popen(
+      [sys.executable, '-m', 'rebar.sweep',
+       str(CONFIGS / 'generative_mnist.json'),
+       '--working_dir=%s' % tmp_path, '--print_commands'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO))
+  first = lister.stdout.readline()
+  lister.stdout.close()  # as `head -1` does after its line
+  _, stderr = lister.communicate(timeout=60)
+  assert b'rebar_train.py' in first
+  assert lister.returncode == 0, stderr
+  assert b'Traceback' not in stderr and b'BrokenPipe' not in stderr
