@@ -84,16 +84,22 @@ def _read_holder(fd):
   return '%s on %s' % (text[0], text[1]) if len(text) > 1 else text[0]
 
 
-def write_json(path, value):
-  """Writes `value` to `path` atomically: a crash leaves the old file or the
-  new one, never a truncated one."""
+def write_text(path, text):
+  """Writes `text` to `path` atomically and durably: a crash or power cut
+  leaves the old file or the new one, never a truncated one. The temporary
+  file (`<path>.<pid>.tmp`) of a write cut short is removed on the next
+  start."""
   tmp = '%s.%d.tmp' % (path, os.getpid())
   with open(tmp, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write('\n')
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_json(path, value):
+  """Writes `value` to `path` as JSON, atomically (write_text)."""
+  write_text(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
 
 
 def read_json(path):

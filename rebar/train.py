@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from rebar.rundir import (Diverged, RunDirError, StopRequest, Stopped,
-                          write_json)
+                          write_json, write_text)
 from rebar.runtime import release_free_memory
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
@@ -350,10 +350,8 @@ class RunLog:
   def __init__(self, run_dir, committed, resume_step):
     self.path = os.path.join(run_dir, METRICS_FILE)
     self.records = self._kept_records(committed, resume_step)
-    with open(self.path + '.tmp', 'w') as f:
-      f.writelines(json.dumps(r, allow_nan=False) + '\n'
-                   for r in self.records)
-    os.replace(self.path + '.tmp', self.path)
+    write_text(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
+                                  for r in self.records))
     self._keys = {(r['kind'], r['step']) for r in self.records}
     for name in os.listdir(run_dir):
       if name.startswith('events.out.tfevents.'):
@@ -455,9 +453,12 @@ class Checkpoints:
     self.keep = keep
     os.makedirs(self.directory, exist_ok=True)
     for name in os.listdir(self.directory):
+      path = os.path.join(self.directory, name)
       if name.endswith('_temp') or '_temp' in name.split('.')[0]:
         logging.warning('Removing %s, left by an interrupted save', name)
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+      elif name.endswith('.tmp'):  # a write_text cut short
+        os.remove(path)
 
   def _prefix(self, step):
     return os.path.join(self.directory, 'ckpt-%d' % step)
@@ -524,10 +525,7 @@ class Checkpoints:
       return
     text = 'model_checkpoint_path: "%s"\n' % names[-1] + ''.join(
         'all_model_checkpoint_paths: "%s"\n' % n for n in names)
-    tmp = os.path.join(self.directory, 'checkpoint.tmp')
-    with open(tmp, 'w') as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(self.directory, 'checkpoint'))
+    write_text(os.path.join(self.directory, 'checkpoint'), text)
 
 
 def recorded_seed(run_dir):
