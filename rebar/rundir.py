@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import signal
 import socket
@@ -82,6 +83,18 @@ def _read_holder(fd):
   if not text:
     return ''
   return '%s on %s' % (text[0], text[1]) if len(text) > 1 else text[0]
+
+
+def strict_json(value):
+  """`value` for strict JSON: non-finite floats, also inside dicts and
+  lists, become None (null)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  return value
 
 
 def write_text(path, text):

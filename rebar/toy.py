@@ -69,6 +69,7 @@ import tensorflow as tf
 
 from rebar.estimators import bernoulli
 from rebar.optim import Adam
+from rebar.rundir import strict_json
 from rebar.sbn import logistic_sample
 
 TARGET = 0.499
@@ -368,17 +369,6 @@ def relaxations(results, n=199):
   return curves
 
 
-def _finite_or_none(x):
-  """JSON has no NaN or infinities: those become null."""
-  if isinstance(x, float):
-    return x if math.isfinite(x) else None
-  if isinstance(x, dict):
-    return {k: _finite_or_none(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_finite_or_none(v) for v in x]
-  return x
-
-
 def write_figure(results, relax_curves, path):
   """toy.png: loss, log-variance and learned relaxations; False without
   matplotlib."""
@@ -445,7 +435,7 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   json_path = os.path.join(args.out, 'toy.json')
   with open(json_path, 'w') as fh:
-    json.dump(_finite_or_none(results), fh)
+    json.dump(strict_json(results), fh)
   print('wrote %s' % json_path)
   if not args.no_plots:
     png_path = os.path.join(args.out, 'toy.png')

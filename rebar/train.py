@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from rebar.rundir import (Diverged, RunDirError, StopRequest, Stopped,
-                          write_json, write_text)
+                          strict_json, write_json, write_text)
 from rebar.runtime import release_free_memory
 
 # Rows (images x samples) per evaluation call: bounds memory whatever the
@@ -290,20 +290,6 @@ def fault_point(name):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def finite_or_none(value):
-  """A float for strict JSON: non-finite values become None (null)."""
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
-def _strict(value):
-  if isinstance(value, dict):
-    return {k: _strict(v) for k, v in value.items()}
-  if isinstance(value, float):
-    return finite_or_none(value)
-  return value
-
-
 def tensorboard_scalars(record):
   """(tag, value) pairs TensorBoard shows for one metrics.jsonl record.
 
@@ -407,7 +393,7 @@ class RunLog:
 
   def write(self, record):
     """Appends a record, durably (before any checkpoint can count it)."""
-    record = _strict(record)
+    record = strict_json(record)
     with open(self.path, 'a') as f:
       f.write(json.dumps(record, allow_nan=False) + '\n')
       f.flush()
