@@ -69,7 +69,8 @@ COMPILE_BYTES_PER_LAYER_PASS = 16 * MB
 EVAL_ROWS_PER_CALL = 5000
 # Validation and test rows of the largest dataset (MNIST: 10,000 each).
 EVAL_DATA_ROWS = 20000
-# rebar/models.py's BASELINE_HIDDEN and RELAX_HIDDEN.
+# rebar/estimator_modules.py's BASELINE_HIDDEN, rebar/rebar_modules.py's
+# RELAX_HIDDEN.
 BASELINE_HIDDEN = 100
 RELAX_HIDDEN = 200
 
@@ -121,7 +122,7 @@ def parameter_counts(hparams):
 
   The model's are the SBN's variables (rebar/sbn.py SBNNetwork); the
   auxiliary ones the estimators' baselines, etas, temperatures and RELAX
-  networks (rebar/models.py). Closed forms, so that absurd sizes cost no
+  networks (rebar/estimator_modules.py, rebar/rebar_modules.py). Closed forms, so that absurd sizes cost no
   time.
   """
   h = hparams

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from rebar import data
 from rebar.estimators import sbn as estimators
+from rebar import estimator_modules
 from rebar import models
 from rebar import train as training
 from rebar.hparams import parse_hparams
@@ -188,7 +189,7 @@ def nested_autodiff_variance_gradient(model, x, noise):
               x, relaxed_sampler(noise_v, temperature, relax), **kwargs).elbo
         h += tf.reduce_mean(f_v_for_score * log_q - relaxed.elbo
                             + relaxed_v.elbo)
-    etas = [models.eta_scale(w) for w in est.eta_w]
+    etas = [estimator_modules.eta_scale(w) for w in est.eta_w]
     grads = [g_f + eta * g_h for g_f, g_h, eta in zip(
         inner.gradient(reinforce, variables, unconnected_gradients=zero),
         inner.gradient(h, variables, unconnected_gradients=zero), etas)]
@@ -254,7 +255,7 @@ def test_generative_etas_stay_one_recognition_etas_move(mnist, model_name):
   trainer = training.Trainer(model, train)
   order = training.epoch_permutation(0, 0, train.shape[0])[:100 * 24]
   trainer.run_block(order.reshape(100, 24))
-  etas = {v.name.split(':')[0]: float(models.eta_scale(w).numpy())
+  etas = {v.name.split(':')[0]: float(estimator_modules.eta_scale(w).numpy())
           for v, w in zip(model.model_variables, model.estimators[0].eta_w)}
   for name, eta in etas.items():
     if name.startswith('q_'):

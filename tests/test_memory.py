@@ -197,9 +197,9 @@ def test_copied_constants_match_their_sources():
   assert memory.EVAL_ROWS_PER_CALL == _module_constant(
       'rebar/train.py', 'EVAL_ROWS_PER_CALL')
   assert memory.BASELINE_HIDDEN == _module_constant(
-      'rebar/models.py', 'BASELINE_HIDDEN')
+      'rebar/estimator_modules.py', 'BASELINE_HIDDEN')
   assert memory.RELAX_HIDDEN == _module_constant(
-      'rebar/models.py', 'RELAX_HIDDEN')
+      'rebar/rebar_modules.py', 'RELAX_HIDDEN')
 
 
 def test_importing_it_imports_no_tensorflow():

@@ -282,10 +282,29 @@ def relax(logits, f, u, v, control_variate, eta=1.0):
     difference = tf.reduce_sum(control_variate(z)) - tf.reduce_sum(c_z_tilde)
   reparameterised = tape.gradient(difference, logits)
   f_values = f(b)
+  estimate, learning_signal = relax_estimate(logits, b, f_values, c_z_tilde,
+                                             reparameterised, eta)
+  return _result(estimate, logits, f_values, learning_signal=learning_signal)
+
+
+def relax_estimate(logits, b, f_values, c_z_tilde, reparameterised, eta):
+  """RELAX's ĝ from its parts (Grathwohl et al. 2018, eq. for binary b):
+  ĝ = [f(b) - η c(z~)] (b - σ(ℓ)) + η (∂c(z)/∂ℓ - ∂c(z~)/∂ℓ).
+
+  Args:
+    logits: ℓ, [..., d]; b: the hard sample, [..., d].
+    f_values: f(b), [...] (stopped here).
+    c_z_tilde: c(z~), [...], differentiable in the control variate's
+      parameters.
+    reparameterised: ∂c(z)/∂ℓ - ∂c(z~)/∂ℓ, [..., d].
+    eta: η, a scalar.
+  Returns:
+    (ĝ [..., d], learning_signal f(b) - η c(z~) [...]).
+  """
   learning_signal = sg(f_values) - eta * c_z_tilde
   estimate = (learning_signal[..., None] * _score(logits, b)
               + eta * reparameterised)
-  return _result(estimate, logits, f_values, learning_signal=learning_signal)
+  return estimate, learning_signal
 
 
 def rebar(logits, f, u, v, eta, temperature):

@@ -10,6 +10,8 @@ ELBO of the relaxed / relaxed-conditional pass.
 
 import tensorflow as tf
 
+from rebar.estimators import bernoulli
+from rebar.optim import total_sum
 from rebar.sbn import center
 
 sg = tf.stop_gradient
@@ -126,17 +128,74 @@ def temperature_derivative_surrogate(terms, tangents):
   Args:
     terms: as for rebar_control_variate.
     tangents: per term (∂f~/∂t, ∂f~_v/∂t), [B] each, with their θ-dependence
-      (Step.rebar_terms with temperature_tangents).
+      (rebar_modules.rebar_terms with temperature_tangents).
   """
   return tf.add_n([tf.reduce_mean(sg(d_v) * log_q + d_v - d)
                    for (log_q, _, _), (d, d_v) in zip(terms, tangents)])
 
 
-def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):
-  """RELAX's estimate of ∂E[f]/∂ℓ_l for one layer (Grathwohl et al. 2018).
+def rebar_gradient(reinforce_grads, control_variate_grads, etas):
+  """REBAR's estimate g = ∂F/∂θ + η ⊙ ∂h/∂θ (reference 6.6), per variable.
 
-  ĝ_l = (f(b) - η c(z~)) ∂log q(b_l)/∂ℓ_l + η (∂c(z)/∂ℓ_l - ∂c(z~)/∂ℓ_l),
-  with ∂log q(b)/∂ℓ = b - σ(ℓ).
+  Args:
+    reinforce_grads: ∂F/∂θ per model variable (F: rebar_reinforce_part).
+    control_variate_grads: ∂h/∂θ per model variable (h:
+      rebar_control_variate; exact zeros for the generative variables).
+    etas: one scalar η per model variable.
+  """
+  return [g_f + eta * g_h
+          for g_f, g_h, eta in zip(reinforce_grads, control_variate_grads,
+                                   etas)]
+
+
+def mean_over_parameters(a, b, n_params):
+  """mean over all N = n_params parameters of a ⊙ b (aligned lists)."""
+  return total_sum([x * y for x, y in zip(a, b)]) / n_params
+
+
+def rebar_variance(grads, n_params):
+  """REBAR's variance objective V = mean over all parameters of g² (6.6).
+
+  A single-sample surrogate of the variance: E[g] does not depend on the
+  baseline, η or λ, so ∂E[V]/∂(those) is the gradient of the variance.
+  """
+  return mean_over_parameters(grads, grads, n_params)
+
+
+def rebar_eta_gradients(grads, control_variate_grads, n_params):
+  """∂V/∂η_j = 2/N Σ g_j ⊙ ∂h/∂θ_j, one scalar per model variable j (6.6).
+
+  Formed directly: autodiff of V would emit it as a slow reduction per
+  variable.
+  """
+  return [2.0 * mean_over_parameters([g], [g_h], n_params)
+          for g, g_h in zip(grads, control_variate_grads)]
+
+
+def rebar_temperature_gradient(grads, etas, temperature_grads, n_params):
+  """Dynamic REBAR's ∂V/∂t, t = log λ (reference 6.7).
+
+  ∂V/∂t = 2/N Σ g ⊙ ∂g/∂t with ∂g/∂t = η ⊙ ∂(∂h/∂t)/∂θ.
+
+  Args:
+    grads: g per model variable (rebar_gradient), treated as constants.
+    etas: η per model variable.
+    temperature_grads: ∂(∂h/∂t)/∂θ per model variable, the θ-gradient of
+      temperature_derivative_surrogate.
+    n_params: N.
+  """
+  return 2.0 * mean_over_parameters(
+      [sg(g) for g in grads],
+      [eta * g for eta, g in zip(etas, temperature_grads)], n_params)
+
+
+def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):
+  """RELAX's estimate of ∂E[f]/∂ℓ_l for one layer (Grathwohl et al. 2018):
+  the single-distribution estimate (bernoulli.relax_estimate) with the
+  layer's units as the Bernoulli vector and layers below at their hard
+  samples.
+
+  ĝ_l = (f(b) - η c(z~)) ∂log q(b_l)/∂ℓ_l + η (∂c(z)/∂ℓ_l - ∂c(z~)/∂ℓ_l).
 
   Args:
     elbo: f(b), [B]; activation: b_l, [B, H]; logits: ℓ_l, [B, H].
@@ -146,9 +205,9 @@ def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):
   Returns:
     ĝ_l, [B, H]; not stopped, so that its variance can be differentiated.
   """
-  score = activation - tf.sigmoid(logits)
-  return ((sg(elbo) - eta * c_z_tilde)[:, None] * sg(score)
-          + eta * reparam)
+  estimate, _ = bernoulli.relax_estimate(logits, activation, elbo, c_z_tilde,
+                                         reparam, eta)
+  return estimate
 
 
 def per_layer_surrogate(hard, estimates):
