@@ -65,7 +65,7 @@ XLA_COMPILE_BYTES = 400 * MB
 # models' by 10-13 MB per layer pass (n_layer 2 to 6).
 COMPILE_BYTES_PER_LAYER_PASS = 16 * MB
 
-# rebar/train.py's EVAL_ROWS_PER_CALL (not imported: it imports TensorFlow).
+# rebar/evaluation.py's EVAL_ROWS_PER_CALL (not imported: it imports TensorFlow).
 EVAL_ROWS_PER_CALL = 5000
 # Validation and test rows of the largest dataset (MNIST: 10,000 each).
 EVAL_DATA_ROWS = 20000

@@ -120,7 +120,7 @@ class SBNModel(tf.Module):
       x: [n, D] images.
       n_samples: K.
       noise: the uniforms of the hard pass (sample_eval_noise; drawn by the
-        caller, outside any XLA cluster, see train.make_iw_bound_fn).
+        caller, outside any XLA cluster, see evaluation.make_iw_bound_fn).
     Returns:
       (bound [n], mean single-sample ELBO [n]).
     """

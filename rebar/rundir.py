@@ -189,3 +189,29 @@ class Stopped(Exception):
 
 class Diverged(Exception):
   """The training ELBO or a parameter became non-finite (one-line message)."""
+
+
+# ------------------------------------------------------------ test hook
+
+_fault_counts = {}
+
+
+def fault_point(name):
+  """Test hook: with REBAR_KILL_AT=name[:n] in the environment, the process
+  kills itself (SIGKILL, as a crash or the OOM killer would) the n-th time
+  (default the first) it passes the point `name`.
+
+  Points: `epoch_end` (an epoch's last block has run, none of its records
+  are written), `evaluation` (after each chunk of an evaluation),
+  `checkpoint_write` (a checkpoint's files are written, the state file not
+  yet updated nor old checkpoints deleted).
+  """
+  target = os.environ.get('REBAR_KILL_AT')
+  if not target:
+    return
+  target_name, _, count = target.partition(':')
+  if target_name != name:
+    return
+  _fault_counts[name] = _fault_counts.get(name, 0) + 1
+  if _fault_counts[name] == int(count or 1):
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -136,7 +136,7 @@ def configure(threads=0, xla_fusion_emitters=True):
 
   Returns:
     Whether XLA's fusion emitters are in effect (a user's own XLA_FLAGS
-    win): evaluation compiles with XLA only then (train.make_iw_bound_fn).
+    win): evaluation compiles with XLA only then (evaluation.make_iw_bound_fn).
   """
   threads = threads or os.cpu_count() or 1
   tf.config.threading.set_intra_op_parallelism_threads(threads)

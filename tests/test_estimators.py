@@ -21,6 +21,7 @@ from rebar import data
 from rebar.estimators import sbn as estimators
 from rebar import estimator_modules
 from rebar import models
+from rebar import runlog
 from rebar import train as training
 from rebar.hparams import parse_hparams
 from rebar.sbn import conditional_noise, relaxed_sampler
@@ -278,7 +279,7 @@ def test_every_model_trains_100_steps_on_mnist(mnist, model_name, tmp_path):
   values = np.array(lines[0].split('[', 1)[1].rstrip(']').split(), float)
   assert len(values) == len(model.printed_names)
   # The run's record of the same epoch line.
-  (record,) = [json.loads(l) for l in open(tmp_path / training.METRICS_FILE)]
+  (record,) = [json.loads(l) for l in open(tmp_path / runlog.METRICS_FILE)]
   assert (record['kind'], record['step']) == ('train', 100)
   assert list(record['values']) == list(model.printed_names)
   if model_name == 'SBNTrackGradVariances':

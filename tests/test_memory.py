@@ -195,7 +195,7 @@ def _module_constant(path, name):
 
 def test_copied_constants_match_their_sources():
   assert memory.EVAL_ROWS_PER_CALL == _module_constant(
-      'rebar/train.py', 'EVAL_ROWS_PER_CALL')
+      'rebar/evaluation.py', 'EVAL_ROWS_PER_CALL')
   assert memory.BASELINE_HIDDEN == _module_constant(
       'rebar/estimator_modules.py', 'BASELINE_HIDDEN')
   assert memory.RELAX_HIDDEN == _module_constant(

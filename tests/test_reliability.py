@@ -26,6 +26,8 @@ import tensorflow as tf
 from rebar import models
 from rebar import rundir
 from rebar import sweep
+from rebar import checkpoints as checkpoints_module
+from rebar import runlog
 from rebar import train as training
 from rebar.hparams import parse_hparams
 
@@ -207,15 +209,15 @@ def test_a_damaged_record_the_state_needs_is_named(tmp_path):
       '{"kind": "train", "step": 5, "values": {}}\ngarbage\n')
   with pytest.raises(rundir.RunDirError, match=r'metrics.jsonl line 2 is '
                      r'damaged .*delete that line'):
-    training.RunLog(str(run_dir), committed=2, resume_step=10)
-  log = training.RunLog(str(run_dir), committed=1, resume_step=10)
+    runlog.RunLog(str(run_dir), committed=2, resume_step=10)
+  log = runlog.RunLog(str(run_dir), committed=1, resume_step=10)
   assert [r['step'] for r in log.records] == [5]
 
 
 def test_records_are_strict_json(tmp_path):
   """SBNTrackGradVariances' printed vector holds -inf after its first
   epoch: metrics.jsonl records it as null."""
-  log = training.RunLog(str(tmp_path), committed=0, resume_step=0)
+  log = runlog.RunLog(str(tmp_path), committed=0, resume_step=0)
   log.write({'kind': 'train', 'step': 3, 'wall_s': 1.0,
              'values': {'elbo': -100.0, 'x': float('-inf')},
              'log_variance': {'a': float('nan'), 'b': 1.5},
@@ -242,7 +244,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
   whole = trained(tmp_path / 'whole', 6)
   trained(tmp_path / 'cut', 4)
   checkpoints = tmp_path / 'cut' / 'checkpoints'
-  assert training.checkpoint_steps(checkpoints) == [2, 4]
+  assert checkpoints_module.checkpoint_steps(checkpoints) == [2, 4]
   (data_file,) = checkpoints.glob('ckpt-4.data-*')
   index = checkpoints / 'ckpt-4.index'
   if damage == 'truncate':

@@ -14,6 +14,7 @@ import tensorflow as tf
 from rebar import data
 from rebar import models
 from rebar import runtime
+from rebar import evaluation
 from rebar import train as training
 from rebar.hparams import parse_hparams
 
@@ -120,7 +121,7 @@ def test_last_short_batch_uses_every_row_once(tmp_path, monkeypatch):
 def test_evaluate_combines_sample_groups_exactly():
   """Groups of EVAL_SAMPLE_GROUP samples combine into the bound of all
   samples."""
-  group, n_groups, n_images = training.EVAL_SAMPLE_GROUP, 3, 4
+  group, n_groups, n_images = evaluation.EVAL_SAMPLE_GROUP, 3, 4
   rng = np.random.RandomState(0)
   f = rng.normal(-100, 5, size=(n_groups, group, n_images))
   calls = []
@@ -132,7 +133,7 @@ def test_evaluate_combines_sample_groups_exactly():
     return tf.constant(bound), tf.constant(f[k].mean(axis=0))
 
   data_ = np.zeros((n_images, 784), np.float32)
-  bound, elbo = training.evaluate(fake_iw_bound, data_, n_groups * group)
+  bound, elbo = evaluation.evaluate(fake_iw_bound, data_, n_groups * group)
   assert calls == [n_images] * n_groups  # one call per group, all images
   all_samples = f.reshape(n_groups * group, n_images)
   expected = np.mean(np.log(np.mean(np.exp(all_samples + 100), axis=0)) - 100)
@@ -144,8 +145,8 @@ def test_iw_bound_is_at_least_the_elbo():
   rng = np.random.RandomState(0)
   train = (rng.rand(50, 784) < 0.3).astype(np.float32)
   model, _ = make_trainer('model=SBN,n_layer=2', train)
-  fn = training.make_iw_bound_fn(model, 784)
-  bound, elbo = training.evaluate(fn, train[:20], 100)
+  fn = evaluation.make_iw_bound_fn(model, 784)
+  bound, elbo = evaluation.evaluate(fn, train[:20], 100)
   assert np.isfinite(bound) and bound > elbo
 
 
@@ -158,8 +159,8 @@ def test_evaluation_without_xla_gives_the_xla_bound():
   results = []
   for jit_compile in (True, False):
     model, _ = make_trainer('model=SBN,n_layer=2', train)
-    fn = training.make_iw_bound_fn(model, 784, jit_compile=jit_compile)
-    results.append(training.evaluate(fn, train[:20], 100))
+    fn = evaluation.make_iw_bound_fn(model, 784, jit_compile=jit_compile)
+    results.append(evaluation.evaluate(fn, train[:20], 100))
   np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
 
