@@ -1,4 +1,4 @@
-"""Trains and evaluates an SBN with one of the REBAR paper's estimators.
+r"""Trains and evaluates an SBN with one of the REBAR paper's estimators.
 
   python rebar_train.py \
       --hparams="model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn"
@@ -7,7 +7,6 @@ Prints, per epoch, `Step N: [values]` and the log gradient variance on stdout
 (reference section 7); everything else goes to absl logging on stderr.
 """
 
-import json
 import os
 import random
 import sys
@@ -16,13 +15,19 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from rebar import cli
 from rebar import data
+from rebar import hparams as hparams_lib
 from rebar import memory
 from rebar import rundir
 from rebar.hparams import HParamsError, parse_hparams
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('hparams', '', 'Hyperparameters, "name=value,...".')
+# In --working_dir: one folder of TensorBoard event files per run, named by
+# HParams.short_name, so that TensorBoard lists runs by readable names.
+TENSORBOARD_DIR = 'tensorboard'
+flags.DEFINE_string('hparams', '', 'Hyperparameters, "name=value,..." over '
+                    'the defaults (listed at the end of --help).')
 flags.DEFINE_string('working_dir', '/tmp/rebar',
                     'Runs go to working_dir/<hparams name>.')
 flags.DEFINE_integer('eval_freq', 20, 'Evaluate every this many epochs.')
@@ -35,8 +40,6 @@ flags.DEFINE_integer('seed', None,
 flags.DEFINE_integer('eval_samples', 100,
                      'Importance samples per image in evaluation (a multiple '
                      'of 100).')
-flags.DEFINE_bool('download', True,
-                  'Download missing data (from the URL flags).')
 flags.DEFINE_integer('checkpoint_secs', 300,
                      'Seconds between checkpoints (also saved at exit).')
 flags.DEFINE_bool('final_eval', False,
@@ -45,18 +48,17 @@ flags.DEFINE_bool('final_eval', False,
 flags.DEFINE_integer('eval_images', 0,
                      'Evaluate on the first N validation and test images '
                      '(0: all, as the original).')
-flags.DEFINE_integer('threads', 0,
-                     'TensorFlow intra- and inter-op threads (0: one per '
-                     'core). Set it when runs share a machine.')
 flags.DEFINE_bool('xla', True,
                   'Compile the training steps with XLA (same math, faster).')
-data.define_flags()
+# Shared with the other commands: defined once, in rebar/cli.py.
+cli.define_download_flag()
+cli.define_threads_flag()
+cli.define_data_flags()
 
 
 def fail(message, code=2):
   """Ends the program with one clear line on stderr."""
-  sys.stderr.write('rebar_train.py: error: %s\n' % message)
-  sys.exit(code)
+  cli.fail('rebar_train.py', message, code)
 
 
 def check_flags():
@@ -64,7 +66,6 @@ def check_flags():
   bounds = (('max_steps', 1, 'a positive number of steps'),
             ('eval_freq', 0, '0 (never) or a number of epochs'),
             ('checkpoint_secs', 0, '0 (after every block) or more seconds'),
-            ('threads', 0, '0 (one per core) or a positive count'),
             ('eval_images', 0, '0 (all) or a positive count'))
   for name, lowest, meaning in bounds:
     if FLAGS[name].value < lowest:
@@ -87,8 +88,8 @@ def run_seed(run_dir, requested):
     recorded = None
     seed = requested
     if seed is None:
-      from rebar import train as training  # pylint: disable=g-import-not-at-top
-      seed = training.recorded_seed(run_dir)
+      from rebar import checkpoints  # pylint: disable=g-import-not-at-top
+      seed = checkpoints.recorded_seed(run_dir)
     if seed is None and os.path.isdir(os.path.join(run_dir, 'checkpoints')):
       fail('%s and no checkpoint records the seed; pass --seed=<the run\'s '
            'seed> to rebuild it' % e)
@@ -144,7 +145,7 @@ def main(argv):
                     hparams.n_layer)
   try:
     data.ensure_data(hparams.task, hparams.dynamic_b, FLAGS.data_dir,
-                     data.urls_from_flags(), download=FLAGS.download)
+                     cli.urls_from_flags(), download=FLAGS.download)
     train, valid, test = data.load_data(hparams, FLAGS.data_dir,
                                         compact=True)
   except data.DataError as e:
@@ -210,12 +211,21 @@ def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
                  checkpoint_secs=FLAGS.checkpoint_secs,
                  final_eval=FLAGS.final_eval,
                  out=lambda line: print(line, flush=True), stop=stop,
-                 eval_jit_compile=fusion_emitters)
+                 eval_jit_compile=fusion_emitters,
+                 tensorboard_dir=os.path.join(
+                     FLAGS.working_dir, TENSORBOARD_DIR, hparams.short_name()))
 
 
 def run():
-  """Console-script entry point."""
-  app.run(main)
+  """Console-script entry point (and the script's).
+
+  The help is rebar.cli's, so that it lists this script's flags, and the
+  hparams and models, also where the main module is the console script's
+  wrapper, of which absl's own help knows neither the docstring nor the
+  flags.
+  """
+  app.run(main, flags_parser=cli.app_flags_parser(
+      'rebar_train.py', __doc__, epilog=hparams_lib.describe))
 
 
 if __name__ == '__main__':

@@ -20,7 +20,6 @@ that they compare with the reference table (taken where machine_ref printed
 repeats, all in this process, and skips the scaling figures.
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -32,6 +31,10 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# Imports no TensorFlow (time_evaluation_in_subprocess says why that matters).
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rebar import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MACHINE_REF = REPO.parent / 'shared' / 'bench' / 'machine_ref.py'
 # machine_ref_ms where the reference table was taken.
@@ -176,7 +179,7 @@ def machine_ref_ms():
 def time_evaluation(data_dir, n_images, samples_list, repeats=1):
   """Seconds for the importance-weighted bound on n_images per sample count."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
+  from rebar import data, evaluation, models, runtime  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
   runtime.configure()  # as rebar_train does
   hparams = parse_hparams('model=SBN')
@@ -184,14 +187,14 @@ def time_evaluation(data_dir, n_images, samples_list, repeats=1):
   images = np.concatenate([valid, test], axis=0)[:n_images]
   model = models.build_model(
       hparams, train_x.mean(axis=0, dtype=np.float32), 0)
-  fn = train.make_iw_bound_fn(model, hparams.n_input)
-  train.evaluate(fn, images[:200], 100)  # compile
+  fn = evaluation.make_iw_bound_fn(model, hparams.n_input)
+  evaluation.evaluate(fn, images[:200], 100)  # compile
   out = {}
   for samples in samples_list:
     times = []
     for _ in range(repeats):
       start = time.perf_counter()
-      train.evaluate(fn, images, samples)
+      evaluation.evaluate(fn, images, samples)
       times.append(time.perf_counter() - start)
     out[samples] = statistics.median(times)
   return out
@@ -222,21 +225,46 @@ def time_data_loading(data_dir):
   return statistics.median(times)
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data_dir', default=os.path.expanduser(
-      '~/.rebar/data'))
-  parser.add_argument('--quick', action='store_true')
-  parser.add_argument('--out', default=str(REPO / 'bench' / 'results.json'))
-  parser.add_argument('--repeats', type=int, default=None)
-  parser.add_argument('--steps', type=int, default=100)
-  parser.add_argument('--models', default=','.join(REFERENCE_MS))
-  parser.add_argument('--processes', type=int, default=3,
-                      help='fresh processes per cell (not --quick)')
-  parser.add_argument('--cell', help=argparse.SUPPRESS)
-  parser.add_argument('--eval_images', type=int, help=argparse.SUPPRESS)
-  parser.add_argument('--eval_samples', help=argparse.SUPPRESS)
-  return parser.parse_args()
+def define_flags(flag_values):
+  """Defines the benchmark's flags on `flag_values`."""
+  cli.define_data_dir_flag(flag_values)
+  flags.DEFINE_bool('quick', False, 'The two-layer linear column only, fewer '
+                    'repeats, in this process, no scaling figures.',
+                    flag_values=flag_values)
+  flags.DEFINE_string('out', str(REPO / 'bench' / 'results.json'),
+                      'Where the report JSON goes.', flag_values=flag_values)
+  flags.DEFINE_integer('repeats', None, 'Timed blocks per cell (default: 3 '
+                       'with --quick, else 7).', lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer('steps', 100, 'Training steps per timed block.',
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_string('models', ','.join(REFERENCE_MS),
+                      'Comma-separated models to time.',
+                      flag_values=flag_values)
+  flags.DEFINE_integer('processes', 3,
+                       'Fresh processes per cell (not --quick).',
+                       lower_bound=1, flag_values=flag_values)
+  # Set by this script for the processes it starts (run_this_script).
+  flags.DEFINE_string('cell', None, 'Internal: time one cell of these hparams '
+                      'and print its JSON (default: none).',
+                      flag_values=flag_values)
+  flags.DEFINE_integer('eval_images', None, 'Internal: time the evaluation on '
+                       'this many images and print its JSON (default: none).',
+                       flag_values=flag_values)
+  flags.DEFINE_string('eval_samples', None, 'Internal: comma-separated sample '
+                      'counts for --eval_images (default: none).',
+                      flag_values=flag_values)
+
+
+COMMAND = cli.Command(
+    name='benchmark.py', prog='python bench/benchmark.py', synopsis='[flags]',
+    description=cli.first_paragraph(__doc__), define_flags=define_flags)
+
+
+def parse_args(argv=None):
+  """The parsed command line (argv without the program name; default
+  sys.argv's): a cli.Parsed."""
+  return COMMAND.parse(sys.argv[1:] if argv is None else argv)
 
 
 def time_cells(args, repeats, report):
@@ -333,8 +361,10 @@ def print_evaluation(report):
         report['eval_scaling_s_per_1000_images'].items()))
 
 
-def main():
-  args = parse_args()
+def main(argv=None):
+  """Runs the command line `argv` (without the program name; default
+  sys.argv's)."""
+  args = parse_args(argv)
   if args.cell:
     print(json.dumps(time_cell(args.cell, args.data_dir, args.repeats or 5,
                                args.steps)))

@@ -30,7 +30,9 @@ defaults and mirrors); each file's download has a deadline, past which what
 arrived is kept in `<file>.part` for the next try to resume.
 
 `download` and `ensure_data` fetch what is missing; `load_data` never
-downloads (it builds a missing cache from raw files already present).
+downloads (it builds a missing cache from raw files already present). The
+command-line flags that set `data_dir` and the locations (--data_dir and the
+URL flags) are rebar.cli's, with this module's defaults.
 
 Its pieces live in modules of their own, whose public names it re-exports:
   rebar.data_files    errors, atomic writes, sizes and checksums;
@@ -111,44 +113,6 @@ DATASETS = {
     'mnist': ('train-images-idx3-ubyte.gz',),
     'omniglot': ('chardata.mat',),
 }
-
-
-# ---------------------------------------------------------------- flags
-
-
-def define_flags():
-  """Defines --data_dir and the three URL flags; safe to call twice."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  tried = ' A comma-separated list is tried in order.'
-  definitions = (
-      ('data_dir', DEFAULT_DATA_DIR,
-       'Directory for downloaded files and their caches (default '
-       '~/.rebar/data, expanded).'),
-      ('mnist_url', ','.join(MNIST_URLS),
-       'Base location (http(s)://, file:// or a directory) of '
-       'train-images-idx3-ubyte.gz, used for dynamic binarization.' + tried),
-      ('mnist_binarized_url', ','.join(MNIST_BINARIZED_URLS),
-       'Base location (http(s)://, file:// or a directory) of '
-       'binarized_mnist_{train,valid,test}.amat.' + tried),
-      ('omniglot_url', ','.join(OMNIGLOT_URLS),
-       'Location (http(s)://, file:// or a path) of the file chardata.mat.'
-       + tried),
-  )
-  for name, default, help_text in definitions:
-    if name not in flags.FLAGS:
-      flags.DEFINE_string(name, default, help_text)
-
-
-def urls_from_flags(flag_values=None):
-  """The `urls` dict of `download`/`ensure_data`, read from parsed flags.
-
-  Each value is the tuple of locations its flag lists.
-  """
-  if flag_values is None:
-    from absl import flags  # pylint: disable=g-import-not-at-top
-    flag_values = flags.FLAGS
-  return {name: split_locations(flag_values[name].value)
-          for name in DEFAULT_URLS}
 
 
 # ---------------------------------------------------------------- caches

@@ -38,7 +38,7 @@ def make_iw_bound_fn(model, n_input, jit_compile=True):
   return iw_bound
 
 
-def evaluate(iw_bound_fn, data, n_samples, stop=None):
+def evaluate(iw_bound_fn, data, n_samples, stop=None, progress=None):
   """Importance-weighted bound with `n_samples` per image, mean over images.
 
   `n_samples` must be a multiple of EVAL_SAMPLE_GROUP; groups are combined
@@ -47,6 +47,7 @@ def evaluate(iw_bound_fn, data, n_samples, stop=None):
   Args:
     stop: a rundir.StopRequest; the evaluation is abandoned between chunks
       once it is requested.
+    progress: a progress.Progress over the images, offered each chunk.
   Returns:
     [mean bound, mean single-sample ELBO], or None if abandoned.
   """
@@ -69,6 +70,8 @@ def evaluate(iw_bound_fn, data, n_samples, stop=None):
                   - math.log(groups))
     elbos.append(np.mean(group_elbos, axis=0))
     fault_point('evaluation')
+    if progress is not None:
+      progress.update(min(start + chunk, data.shape[0]))
   # What the evaluation freed (the first time, its compilation's memory).
   release_free_memory()
   return [float(np.mean(np.concatenate(bounds))),

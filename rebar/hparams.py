@@ -2,11 +2,14 @@
 
 The string form is the original's: comma-separated `name=value` pairs, each
 value parsed with the type of its default (`true`/`false` for bools).
+`HPARAM_HELP` says in one line what each means and `describe` lists them
+with their defaults, and the models, for `rebar_train --help`.
 """
 
 import dataclasses
 import hashlib
 import math
+import textwrap
 
 # The registry of models: name -> what it trains with. rebar.models defines
 # a class of each name; the hparams' model choices are these.
@@ -23,6 +26,26 @@ MODELS = {
     'SBNRelax': 'RELAX per layer, control variate chosen by relax_cv',
     'SBNRebarPerLayer': 'REBAR estimated per layer (RELAX with c = f(σ_λ(z)))',
 }
+# What each position of a model's epoch line `Step N: [...]` is (means over
+# the epoch's steps), in order; the model's `printed_names` in words.
+EPOCH_LINES = {
+    'SBN': 'ELBO, root mean square of the centred learning signal',
+    'SBNNVIL': 'ELBO',
+    'SBNMuProp': 'ELBO, mean-pass ELBO',
+    'SBNSimpleMuProp': 'ELBO, mean-pass ELBO',
+    'SBNRebar': 'ELBO, then η of each model variable (network order)',
+    'SBNDynamicRebar': 'ELBO, temperature, then η of each model variable',
+    'SBNGumbel': 'ELBO, relaxed ELBO',
+    'SBNTrackGradVariances': (
+        'ELBO, temperature, ∂V/∂t, (∂V/∂t)², the deviation of each '
+        'estimator\'s gradient EMA from their mean (NVIL, SimpleMuProp, '
+        'MuProp, DynamicREBAR, REBAR; RELAX with track_relax), log mean '
+        'squared mean gradient: -inf after the first epoch, whose first step '
+        'reads EMAs that start at zero, as the original printed'),
+    'SBNRelax': 'ELBO, temperature of each layer, then η of each layer',
+    'SBNRebarPerLayer': 'ELBO, temperature of each layer, then η of each '
+                        'layer',
+}
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 TASKS = ('sbn', 'sp', 'omni')
 # n_input each task's data fixes: every dataset holds 28 x 28 images
@@ -37,6 +60,47 @@ RUN_NAME_HASH_DIGITS = 12
 # Hparams that the original did not have.
 EXTENSIONS = ('sp_multilayer', 'quadratic_fix', 'relax_cv', 'relax_depth',
               'relax_weight_decay', 'var_lr_scale', 'track_relax')
+
+
+# One line per hparam, for `rebar_train --help` (the README's hparams table
+# says the same at more length).
+HPARAM_HELP = {
+    'model': 'the estimator; one of the models below',
+    'n_hidden': 'units per stochastic layer',
+    'n_input': 'pixels per image; fixed by the task, leave it out',
+    'n_layer': 'stochastic layers',
+    'nonlinear': 'two tanh layers between stochastic layers instead of one '
+                 'linear layer',
+    'learning_rate': 'Adam\'s learning rate; baselines, etas and the '
+                     'temperature use 10x (RELAX models: var_lr_scale x)',
+    'temperature': 'relaxation temperature (the initial value where it is '
+                   'learned)',
+    'n_samples': 'samples per example',
+    'batch_size': 'examples per step',
+    'trial': 'labels a run',
+    'muprop_relaxation': 'the REBAR paper\'s relaxation instead of plain '
+                         'Concrete',
+    'dynamic_b': 'binarize each training batch afresh from grey levels '
+                 '(tasks sbn, omni)',
+    'quadratic': 'REBAR\'s per-layer control variate (the original\'s; '
+                 'biased for n_layer >= 2)',
+    'beta2': 'Adam\'s second-moment decay',
+    'task': 'sbn: MNIST; sp: structured prediction (bottom half of MNIST '
+            'from the top half); omni: Omniglot',
+    'sp_multilayer': 'added: task sp with n_layer stochastic layers in the '
+                     'generator (the original has one)',
+    'quadratic_fix': 'added: the unbiased form of the per-layer control '
+                     'variate',
+    'relax_cv': 'added, RELAX: control variate c, one of rebar '
+                'f(sigma_lambda(z)), relax f(sigma_lambda(z)) + r_rho(z), '
+                'free r_rho(z)',
+    'relax_depth': 'added, RELAX: ReLU layers (200 units) of r_rho',
+    'relax_weight_decay': 'added, RELAX: L2 weight decay on rho in the '
+                          'variance objective',
+    'var_lr_scale': 'added, RELAX: learning-rate multiple of the variance '
+                    'objective\'s Adam',
+    'track_relax': 'added: RELAX in SBNTrackGradVariances\' comparison',
+}
 
 
 class HParamsError(ValueError):
@@ -111,18 +175,36 @@ class HParams:
     full = self._full_run_name()
     if len(full.encode('utf-8')) <= MAX_RUN_NAME_BYTES:
       return full
+    return self._cut_to_fit(
+        '.'.join(self._non_default_pairs('%s_%s')), '.', full)
+
+  def short_name(self):
+    """A readable name of the run: `model=<model>`, then the other hparams
+    that differ from their defaults as `name=value`, sorted, joined by `,`
+    (the --hparams text that makes the run). TensorBoard lists runs under
+    it. Cut and hashed as run_name when longer than MAX_RUN_NAME_BYTES.
+    """
+    name = ','.join(self._non_default_pairs('%s=%s'))
+    if len(name.encode('utf-8')) <= MAX_RUN_NAME_BYTES:
+      return name
+    return self._cut_to_fit(name, ',', self._full_run_name())
+
+  def _non_default_pairs(self, pattern):
+    values = self.values()
+    return [pattern % ('model', values.pop('model'))] + [
+        pattern % (k, v) for k, v in sorted(values.items())
+        if v != _FIELDS[k].default]
+
+  @staticmethod
+  def _cut_to_fit(head, separator, full):
+    """`head` cut to fit MAX_RUN_NAME_BYTES with `.hash_<digits of the
+    sha256 of full>` appended."""
     suffix = '.hash_' + hashlib.sha256(
         full.encode('utf-8')).hexdigest()[:RUN_NAME_HASH_DIGITS]
-    values = self.values()
-    pairs = ['model_%s' % values.pop('model')] + [
-        '%s_%s' % (k, v) for k, v in sorted(values.items())
-        if v != _FIELDS[k].default]
-    head = '.'.join(pairs).encode('utf-8')
-    head = head[:MAX_RUN_NAME_BYTES - len(suffix)]
+    head = head.encode('utf-8')[:MAX_RUN_NAME_BYTES - len(suffix)]
     # A cut inside a multi-byte character drops its leading bytes; a cut at
     # a separator leaves no empty component before the hash.
-    head = head.decode('utf-8', errors='ignore').rstrip('.')
-    return head + suffix
+    return head.decode('utf-8', errors='ignore').rstrip(separator) + suffix
 
   def _full_run_name(self):
     """The original's naming rule, whatever the length."""
@@ -260,3 +342,32 @@ def parse_hparams(text='', validate=True, **overrides):
   if validate:
     hparams.validate(check_data_sizes='n_input' not in overrides)
   return hparams
+
+
+def value_text(value):
+  """An hparam value as the hparams string writes it (`true`, not `True`)."""
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  return str(value)
+
+
+def describe(width=80):
+  """Every hparam with its default and meaning, then every model: the text
+  that `rebar_train --help` prints after the flags."""
+
+  def entry(text):
+    return textwrap.wrap(text, width, initial_indent='  ',
+                         subsequent_indent='    ', break_on_hyphens=False)
+
+  lines = ['hparams (--hparams="name=value,..."; each name=default below):']
+  for field in dataclasses.fields(HParams):
+    lines += entry('%s=%s: %s' % (field.name, value_text(field.default),
+                                  HPARAM_HELP[field.name]))
+  lines += ['', 'models (hparam model):']
+  for name, description in MODELS.items():
+    lines += entry('%s: %s' % (name, description))
+  lines += ['', 'the epoch line `Step N: [...]` (means over the epoch\'s steps; '
+            'the log', 'gradient variance follows on the next line):']
+  for name, text in EPOCH_LINES.items():
+    lines += entry('%s: %s' % (name, text))
+  return '\n'.join(lines)

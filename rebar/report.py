@@ -27,10 +27,12 @@ tables and rebar.report_figures the figures; this module re-exports their
 public names, and puts them together (`make_report`, `main`).
 """
 
-import argparse
 import os
 import sys
 
+from absl import flags
+
+from rebar import cli
 from rebar.config import ConfigError
 from rebar.config import load_config
 # Re-exported: these lived here before the report was split in three.
@@ -85,19 +87,31 @@ def make_report(config, working_dir, out_dir, figures=True):
   return rows, written
 
 
+def define_flags(flag_values):
+  """Defines the report's flags on `flag_values`."""
+  flags.DEFINE_string('working_dir', None, 'The sweep\'s working dir.',
+                      flag_values=flag_values)
+  flags.DEFINE_string('out', None,
+                      'Output directory (default: WORKING_DIR/report).',
+                      flag_values=flag_values)
+  flags.DEFINE_bool('no_figures', False, 'Skip the PNG figures.',
+                    flag_values=flag_values)
+
+
+COMMAND = cli.Command(
+    name='rebar.report', prog='python -m rebar.report',
+    synopsis='CONFIG --working_dir=DIR [flags]',
+    description=cli.first_paragraph(__doc__) + ' Writes report.md, '
+    'report.csv and figures for the runs of a config.',
+    define_flags=define_flags,
+    arguments=(('CONFIG', 'the config JSON the sweep ran'),),
+    required=('working_dir',))
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='python -m rebar.report',
-      description='Writes report.md, report.csv and figures for the runs of '
-                  'a config.')
-  parser.add_argument('config', help='the config JSON the sweep ran')
-  parser.add_argument('--working_dir', required=True,
-                      help='the sweep\'s working dir')
-  parser.add_argument('--out', default=None,
-                      help='output directory (default: WORKING_DIR/report)')
-  parser.add_argument('--no_figures', action='store_true',
-                      help='skip the PNG figures')
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  """Runs the command line `argv` (without the program name; default
+  sys.argv's); returns the exit status."""
+  args = COMMAND.parse(sys.argv[1:] if argv is None else argv)
   out_dir = args.out or os.path.join(args.working_dir, 'report')
   try:
     config = load_config(args.config)

@@ -9,23 +9,36 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from rebar.rundir import RunDirError, strict_json, write_text
+from rebar.rundir import RunDirError, strict_json
+from rebar.rundir import write_text as write_file
 
 METRICS_FILE = 'metrics.jsonl'
 
 
-def _scalar_metadata():
-  # TensorBoard's scalar-plugin tag, written with core TF so that summaries
-  # need no tensorboard package (TensorFlow 2.21 does not install it).
+def _plugin_metadata(plugin):
+  # A TensorBoard plugin's tag, written with core TF so that summaries need
+  # no tensorboard package (TensorFlow 2.21 does not install it).
   metadata = summary_pb2.SummaryMetadata()
-  metadata.plugin_data.plugin_name = 'scalars'
+  metadata.plugin_data.plugin_name = plugin
   return metadata.SerializeToString()
 
 
 def write_scalar(name, value, step):
   """A scalar summary TensorBoard shows, at `step`, in the default writer."""
   tf.summary.write(name, tf.constant(value, tf.float32), step=step,
-                   metadata=_scalar_metadata())
+                   metadata=_plugin_metadata('scalars'))
+
+
+def write_text(name, markdown, step):
+  """A text summary (TensorBoard's Text tab renders markdown)."""
+  tf.summary.write(name, tf.constant(markdown), step=step,
+                   metadata=_plugin_metadata('text'))
+
+
+def hparams_markdown(values):
+  """The hparams as a two-column markdown table."""
+  return '| hparam | value |\n|---|---|\n' + ''.join(
+      '| %s | %s |\n' % (k, v) for k, v in sorted(values.items()))
 
 
 def tensorboard_scalars(record):
@@ -37,7 +50,9 @@ def tensorboard_scalars(record):
   values = record.get('values', {})
   if record['kind'] == 'train':
     pairs = [('Train ELBO', values.get('elbo')),
-             ('Temperature', record.get('temperature'))]
+             # Records written before the key's rename call it `temperature`.
+             ('Temperature', record.get('temperature_at_end',
+                                        record.get('temperature')))]
     log_variance = record.get('log_variance')
     if isinstance(log_variance, dict):
       pairs += [('log grad variance/' + k, v)
@@ -67,20 +82,33 @@ class RunLog:
       checkpoint that predates the count (records up to `resume_step` are
       kept), 0 for a fresh run.
     resume_step: the restored step.
+    tensorboard_dir: where the event files go (default run_dir);
+      rebar_train gives `<working_dir>/tensorboard/<short name>`, so that
+      TensorBoard lists the run under a readable name.
+    hparams: the run's hparams (name -> value), written as a text summary.
   Raises:
     RunDirError: a record the restored state depends on is damaged.
   """
 
-  def __init__(self, run_dir, committed, resume_step):
+  def __init__(self, run_dir, committed, resume_step, tensorboard_dir=None,
+               hparams=None):
     self.path = os.path.join(run_dir, METRICS_FILE)
     self.records = self._kept_records(committed, resume_step)
-    write_text(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
+    write_file(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
                                   for r in self.records))
     self._keys = {(r['kind'], r['step']) for r in self.records}
-    for name in os.listdir(run_dir):
-      if name.startswith('events.out.tfevents.'):
-        os.remove(os.path.join(run_dir, name))
-    self.writer = tf.summary.create_file_writer(run_dir)
+    tensorboard_dir = tensorboard_dir or run_dir
+    os.makedirs(tensorboard_dir, exist_ok=True)
+    # Event files of earlier attempts (also those in the run directory, where
+    # older versions wrote them) are rewritten from the records kept.
+    for directory in {run_dir, tensorboard_dir}:
+      for name in os.listdir(directory):
+        if name.startswith('events.out.tfevents.'):
+          os.remove(os.path.join(directory, name))
+    self.writer = tf.summary.create_file_writer(tensorboard_dir)
+    if hparams is not None:
+      with self.writer.as_default():
+        write_text('hparams', hparams_markdown(hparams), 0)
     for record in self.records:
       self._summarize(record)
     self.writer.flush()

@@ -21,13 +21,15 @@ shares; `rebar.sweep_runner` starts, watches and records the processes.
 This module re-exports the names of both that it used to hold.
 """
 
-import argparse
 import collections
 import os
 import pathlib
 import shlex
 import sys
 
+from absl import flags
+
+from rebar import cli
 from rebar import sweep_runner
 from rebar.hparams import parse_hparams
 # Re-exported: these lived here before rebar.config and rebar.sweep_runner.
@@ -221,73 +223,75 @@ def print_commands(config, working_dir, max_steps=None, threads=0,
                                dict(data_flags or {}))))
 
 
-def _bool_text(text):
-  if text.lower() in ('true', '1', 'yes'):
-    return 'true'
-  if text.lower() in ('false', '0', 'no'):
-    return 'false'
-  raise argparse.ArgumentTypeError('takes true or false, got %r' % text)
+def define_flags(flag_values):
+  """Defines the sweep's flags on `flag_values`."""
+  flags.DEFINE_string('working_dir', None,
+                      'Where the run directories and sweep_status.json go '
+                      '(shared storage for --print_commands).',
+                      flag_values=flag_values)
+  flags.DEFINE_integer('workers', 1, 'Runs at once.', lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer('max_steps', None,
+                       'Overrides the config\'s max_steps, e.g. for a quick '
+                       'try (default: the config\'s).', lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_bool('print_commands', False,
+                    'Print one shell line per run instead of running.',
+                    flag_values=flag_values)
+  cli.define_threads_flag(
+      flag_values, 'TensorFlow threads per run (0: cores // workers; left '
+      'out of --print_commands lines).', zero_means='cores // workers')
+  # rebar_train's own definitions: each is passed on to every run, and only
+  # where given, so that a run takes rebar_train's default otherwise.
+  cli.define_download_flag(flag_values)
+  cli.define_data_flags(flag_values)
 
 
-def _positive(text):
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value <= 0:
-    raise argparse.ArgumentTypeError('takes a positive int, got %r' % text)
-  return value
+COMMAND = cli.Command(
+    name='rebar.sweep', prog='python -m rebar.sweep',
+    synopsis='CONFIG --working_dir=DIR [flags]',
+    description=cli.first_paragraph(__doc__) + ' --download, --data_dir and '
+    'the URL flags are passed on to every run where given.',
+    define_flags=define_flags,
+    arguments=(('CONFIG', 'the config JSON, e.g. '
+                'configs/generative_mnist.json'),),
+    required=('working_dir',))
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m rebar.sweep',
-      description='Runs (or prints the commands of) every run of a config: '
-                  'settings x models x learning rates x trials.')
-  parser.add_argument('config', help='the config JSON, e.g. '
-                      'configs/generative_mnist.json')
-  parser.add_argument('--working_dir', required=True,
-                      help='where the run directories and sweep_status.json '
-                      'go (shared storage for --print_commands)')
-  parser.add_argument('--workers', type=_positive, default=1,
-                      help='runs at once (default 1)')
-  parser.add_argument('--threads', type=int, default=0,
-                      help='TensorFlow threads per run (default: cores // '
-                      'workers; left out of --print_commands lines)')
-  parser.add_argument('--max_steps', type=_positive, default=None,
-                      help='override the config\'s max_steps, e.g. for a '
-                      'quick try')
-  parser.add_argument('--print_commands', action='store_true',
-                      help='print one shell line per run instead of running')
-  parser.add_argument('--data_dir', default=None,
-                      help='passed to every run (default: rebar_train\'s)')
-  parser.add_argument('--download', type=_bool_text, default=None,
-                      help='passed to every run; false: use only data '
-                      'already in --data_dir')
-  for flag in ('mnist_binarized_url', 'mnist_url', 'omniglot_url'):
-    parser.add_argument('--' + flag, default=None,
-                        help='passed to every run (see rebar_train)')
-  return parser.parse_args(argv)
+  """The parsed command line (argv without the program name): a
+  cli.Parsed; exits 0 after --help, 2 on a bad command line."""
+  return COMMAND.parse(argv)
+
+
+def data_flags_given(args):
+  """{flag: value} of DATA_FLAGS as rebar_train reads them, None for those
+  not on the command line."""
+  data_flags = dict.fromkeys(DATA_FLAGS)
+  for flag in DATA_FLAGS:
+    if args.given(flag):
+      value = getattr(args, flag)
+      data_flags[flag] = (('true' if value else 'false')
+                          if isinstance(value, bool) else value)
+  if data_flags['data_dir']:
+    data_flags['data_dir'] = os.path.abspath(
+        os.path.expanduser(data_flags['data_dir']))
+  return data_flags
 
 
 def _fail(message, code=2):
-  sys.stderr.write('rebar.sweep: error: %s\n' % message)
-  sys.exit(code)
+  cli.fail(COMMAND.name, message, code)
 
 
 def main(argv=None):
+  """Runs the command line `argv` (without the program name; default
+  sys.argv's); returns the exit status."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
     config = load_config(args.config)
   except ConfigError as e:
     _fail(str(e))
-  if args.threads < 0:
-    _fail('--threads must be 0 (fair share) or positive, got %d'
-          % args.threads)
-  data_flags = {flag: getattr(args, flag) for flag in DATA_FLAGS}
-  if data_flags['data_dir']:
-    data_flags['data_dir'] = os.path.abspath(
-        os.path.expanduser(data_flags['data_dir']))
+  data_flags = data_flags_given(args)
   try:
     if args.print_commands:
       try:

@@ -14,7 +14,10 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
+
+from rebar.progress import Progress
 
 STATUS_FILE = 'sweep_status.json'
 LOG_FILE = 'log.txt'  # in the run directory: stdout and stderr of each attempt
@@ -39,6 +42,50 @@ def is_finished(run_dir, max_steps):
   """True if the run reached `max_steps` (it may have been run further)."""
   step = finished_step(run_dir)
   return step is not None and step >= max_steps
+
+
+def recorded_step(run_dir):
+  """The step of the run's last metrics.jsonl record (0 if none): how far
+  the run has come, read from the run's own records."""
+  try:
+    with open(os.path.join(run_dir, 'metrics.jsonl'), 'rb') as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - 4096))
+      lines = f.read().decode('utf-8', 'replace').splitlines()
+  except OSError:
+    return 0
+  for line in reversed(lines):
+    try:
+      return int(json.loads(line)['step'])
+    except (ValueError, KeyError, TypeError):
+      continue  # a partial first line of the tail, or a damaged one
+  return 0
+
+
+class SweepProgress:
+  """The sweep's progress line: runs finished of total and the steps done
+  over all runs, with the rate and ETA of the runs' own progress."""
+
+  def __init__(self, runs, working_dir, max_steps, write, **kwargs):
+    self.run_dirs = [run.run_dir(working_dir) for run in runs]
+    self.max_steps = max_steps
+    self.progress = Progress('sweep', len(runs) * max_steps,
+                             done=self.steps_done(), write=write, **kwargs)
+
+  def steps_done(self):
+    return sum(min(recorded_step(d), self.max_steps) for d in self.run_dirs)
+
+  def update(self, n_finished, n_running, force=False):
+    if not force and not self.progress.due():
+      return
+    self.progress.update(
+        self.steps_done(), '%d of %d runs finished, %d running'
+        % (n_finished, len(self.run_dirs), n_running), force=True)
+
+
+def _stderr_line(line):
+  sys.stderr.write(line + '\n')
+  sys.stderr.flush()
 
 
 def log_tail(path, offset=0, lines=LOG_TAIL_LINES):
@@ -100,18 +147,22 @@ def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def run_all(todo, working_dir, max_steps, workers, status, out, poll_s):
+def run_all(todo, working_dir, max_steps, workers, status, out, poll_s,
+            progress_out=_stderr_line):
   """Runs the (run, argv) pairs of deque `todo`, `workers` at a time.
 
   Each entry of `status` follows its run; a run counts as finished when it
-  exits 0 with a `finished.json` at `max_steps` or beyond.
+  exits 0 with a `finished.json` at `max_steps` or beyond. A progress line
+  (SweepProgress) goes to `progress_out` every 30 s and as each run ends.
 
   Raises:
     KeyboardInterrupt: after the running runs saved checkpoints and the
       status file says which were interrupted.
   """
   running = {}  # Popen -> run
-  started = 0
+  started = finished = 0
+  progress = SweepProgress([run for run, _ in todo], working_dir, max_steps,
+                           progress_out)
   previous_handlers = {sig: signal.signal(sig, _raise_interrupt)
                        for sig in (signal.SIGTERM, signal.SIGHUP)}
   try:
@@ -124,9 +175,12 @@ def run_all(todo, working_dir, max_steps, workers, status, out, poll_s):
             % (started, started + len(todo), run.setting, run.model,
                run.learning_rate, run.trial))
       time.sleep(poll_s)
-      for process in [p for p in running if p.poll() is not None]:
+      ended = [p for p in running if p.poll() is not None]
+      for process in ended:
         run = running.pop(process)
-        _finish(process, run, working_dir, max_steps, status, out)
+        finished += _finish(process, run, working_dir, max_steps, status,
+                            out) == 'finished'
+      progress.update(finished, len(running), force=bool(ended))
   except KeyboardInterrupt:
     _stop(running, working_dir, max_steps, status, out)
     raise
@@ -202,3 +256,4 @@ def _finish(process, run, working_dir, max_steps, status, out,
   out('%s %s %s lr=%g trial=%d (exit %s, %.0f s)%s'
       % (state, run.setting, run.model, run.learning_rate, run.trial, rc,
          wall, ': ' + last if state == 'failed' else ''))
+  return state

@@ -57,16 +57,18 @@ figure). `toy.json` holds all curves; `toy.png` (with matplotlib) the three
 panels of the paper's Figure 1.
 """
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from rebar import cli
+from rebar import toy_figures
 from rebar.estimators import bernoulli
 from rebar.optim import Adam
 from rebar.rundir import strict_json
@@ -369,62 +371,33 @@ def relaxations(results, n=199):
   return curves
 
 
-def write_figure(results, relax_curves, path):
-  """toy.png: loss, log-variance and learned relaxations; False without
-  matplotlib."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return False
-  fig, (ax_loss, ax_var, ax_c) = plt.subplots(1, 3, figsize=(15, 4.2))
-  for name, r in results['estimators'].items():
-    ax_loss.plot(r['steps'], r['loss'], label=name)
-    ax_var.plot(r['log_steps'], r['log_variance'], label=name)
-  ax_loss.set(title='loss L(θ) (exact)', xlabel='step', ylabel='L(θ)')
-  ax_var.set(title='gradient log-variance (per %d steps)'
-             % results['config']['log_every'], xlabel='step',
-             ylabel='log Var(ĝ)')
-  u = relax_curves['u']
-  if 'rebar' in relax_curves:
-    c = relax_curves['rebar']
-    ax_c.plot(u, c['relaxation'],
-              label='REBAR f(σ(z/λ)) (η = %.3f), θ = %.2f'
-              % (c['eta'], c['theta']))
-  if 'relax' in relax_curves:
-    c = relax_curves['relax']
-    ax_c.plot(u, c['c'], label='RELAX c_φ(z), θ = %.2f' % c['theta'])
-  ax_c.axhline(relax_curves['f0'], color='gray', ls='--', lw=0.8,
-               label='f(0), f(1)')
-  ax_c.axhline(relax_curves['f1'], color='gray', ls=':', lw=0.8)
-  ax_c.set(title='learned relaxation at the final θ', xlabel='u',
-           ylabel='c(z), z = θ + log u - log(1-u)')
-  for ax in (ax_loss, ax_var, ax_c):
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize='small')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return True
+def define_flags(flag_values):
+  """Defines the toy problem's flags on `flag_values`."""
+  flags.DEFINE_integer('steps', DEFAULTS['steps'], 'Training steps.',
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer('seed', DEFAULTS['seed'],
+                       'Seed of the noise the three estimators share.',
+                       flag_values=flag_values)
+  flags.DEFINE_integer('log_every', DEFAULTS['log_every'],
+                       'Steps per printed line and per log-variance.',
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_string('out', 'toy_out', 'Output directory.',
+                      flag_values=flag_values)
+  flags.DEFINE_bool('no_plots', False, 'Skip toy.png.',
+                    flag_values=flag_values)
+
+
+COMMAND = cli.Command(
+    name='rebar.toy', prog='python -m rebar.toy', synopsis='[flags]',
+    description=cli.first_paragraph(__doc__) + ' REINFORCE, REBAR and '
+    'RELAX on E[(b - 0.499)²], b ~ Bernoulli(σ(θ)).',
+    define_flags=define_flags)
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='python -m rebar.toy',
-      description='The RELAX toy problem: REINFORCE, REBAR and RELAX on '
-                  'E[(b - 0.499)²], b ~ Bernoulli(σ(θ)).')
-  parser.add_argument('--steps', type=int, default=DEFAULTS['steps'])
-  parser.add_argument('--seed', type=int, default=DEFAULTS['seed'])
-  parser.add_argument('--log_every', type=int, default=DEFAULTS['log_every'],
-                      help='steps per printed line and per log-variance')
-  parser.add_argument('--out', default='toy_out',
-                      help='output directory (default ./toy_out)')
-  parser.add_argument('--no_plots', action='store_true',
-                      help='skip toy.png')
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  if args.steps < 1 or args.log_every < 1:
-    parser.error('--steps and --log_every must be positive')
+  """Runs the command line `argv` (without the program name; default
+  sys.argv's); returns the exit status."""
+  args = COMMAND.parse(sys.argv[1:] if argv is None else argv)
   results = run(steps=args.steps, seed=args.seed, log_every=args.log_every,
                 out=lambda line: print(line, flush=True))
   print()
@@ -439,7 +412,7 @@ def main(argv=None):
   print('wrote %s' % json_path)
   if not args.no_plots:
     png_path = os.path.join(args.out, 'toy.png')
-    if write_figure(results, relax_curves, png_path):
+    if toy_figures.write_figure(results, relax_curves, png_path):
       print('wrote %s' % png_path)
     else:
       print(PLOTS_HINT)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from rebar.checkpoints import Checkpoints
 from rebar.evaluation import evaluate, make_iw_bound_fn
+from rebar.progress import Progress
 from rebar.rundir import (Diverged, StopRequest, Stopped, fault_point,
                           write_json)
 from rebar.runlog import RunLog
@@ -185,7 +186,8 @@ class Trainer(tf.Module):
 
 def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
           eval_samples=100, checkpoint_secs=300, block_size=100,
-          final_eval=False, out=print, stop=None, eval_jit_compile=True):
+          final_eval=False, out=print, stop=None, eval_jit_compile=True,
+          tensorboard_dir=None):
   """Trains until the step counter reaches `max_steps`.
 
   Records, at each step where they are due: the epoch line (`Step N: [...]`
@@ -205,7 +207,8 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   rundir.StopRequest that the caller installed (rebar_train does so before
   it builds the model), or one installed here.
 
-  `eval_jit_compile` is make_iw_bound_fn's `jit_compile`.
+  `eval_jit_compile` is make_iw_bound_fn's `jit_compile`; `tensorboard_dir`
+  is where RunLog writes the event files (default run_dir).
 
   Returns:
     The step reached.
@@ -220,7 +223,7 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   with stop.installed() if own_stop else contextlib.nullcontext():
     loop = _Loop(model, trainer, valid, test, run_dir, seed, max_steps,
                  eval_freq, eval_samples, checkpoint_secs, block_size,
-                 final_eval, out, stop, eval_jit_compile)
+                 final_eval, out, stop, eval_jit_compile, tensorboard_dir)
     step = loop.run()
   if step >= max_steps:
     write_json(os.path.join(run_dir, FINISHED_FILE), {'step': step})
@@ -233,7 +236,7 @@ class _Loop:
 
   def __init__(self, model, trainer, valid, test, run_dir, seed, max_steps,
                eval_freq, eval_samples, checkpoint_secs, block_size,
-               final_eval, out, stop, eval_jit_compile):
+               final_eval, out, stop, eval_jit_compile, tensorboard_dir):
     self.model, self.trainer = model, trainer
     self.data = {'valid': valid, 'test': test}
     self.seed, self.max_steps, self.eval_freq = seed, max_steps, eval_freq
@@ -250,7 +253,7 @@ class _Loop:
     trainer.seed.assign(seed)
     self.log = RunLog(run_dir,
                       int(trainer.records.numpy()) if resumed else 0,
-                      self.step)
+                      self.step, tensorboard_dir, self.hparams.values())
     self.iw_bound_fn = make_iw_bound_fn(model, self.hparams.n_input,
                                         eval_jit_compile)
     self.steps_per_epoch = steps_per_epoch(trainer.n_train,
@@ -258,6 +261,8 @@ class _Loop:
     # wall_s counts the time the run ran, over all its attempts.
     self.start_time = time.time() - self.log.wall_s
     self.last_save = time.time()
+    self.epochs = -(-max_steps // self.steps_per_epoch)
+    self.progress = Progress('training', max_steps, done=self.step)
 
   def run(self):
     """Records what is due, trains an epoch (or what is left of it), and
@@ -314,6 +319,9 @@ class _Loop:
       position += n
       self.step = int(trainer.step.numpy())
       self.check_finite()
+      self.progress.update(self.step, 'epoch %d of %d' % (
+          min(self.step // self.steps_per_epoch + 1, self.epochs),
+          self.epochs))
       if self.stop.requested:
         self.stop_now()
       if time.time() - self.last_save > self.checkpoint_secs:
@@ -350,7 +358,8 @@ class _Loop:
                     'values': dict(zip(model.printed_names,
                                        map(float, values))),
                     'log_variance': log_variance,
-                    'temperature': float(model.temperature().numpy())})
+                    'temperature_at_end':
+                        float(model.temperature().numpy())})
     self.trainer.reset_epoch_summary()
 
   def run_eval(self, kind):
@@ -359,8 +368,10 @@ class _Loop:
     # gives back what it drew, so the one run on resuming draws the same.
     generator = self.model.eval_generator
     state = generator.state.numpy()
-    result = evaluate(self.iw_bound_fn, self.data[kind], self.eval_samples,
-                      self.stop)
+    data = self.data[kind]
+    result = evaluate(self.iw_bound_fn, data, self.eval_samples, self.stop,
+                      Progress('%s evaluation at step %d' % (kind, self.step),
+                               data.shape[0], unit='images'))
     if result is None:
       generator.state.assign(state)
       return False

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from rebar import cli
 from rebar import data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -578,7 +579,7 @@ def test_url_values_are_lists_tried_in_order():
           'https://storage.googleapis.com/cvdf-datasets/mnist'))
   flag_values = {key: types.SimpleNamespace(value=' x , y,')
                  for key in data.DEFAULT_URLS}
-  assert data.urls_from_flags(flag_values)['mnist_url'] == ('x', 'y')
+  assert cli.urls_from_flags(flag_values)['mnist_url'] == ('x', 'y')
   with pytest.raises(data.DataError, match='--mnist_url'):
     data.sources_for(name, {'mnist_url': ' , '})
 
@@ -784,11 +785,13 @@ def test_import_is_light():
 
 def test_define_flags_twice():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  data.define_flags()
-  data.define_flags()
-  assert flags.FLAGS['data_dir'].default == os.path.expanduser(
+  flag_values = flags.FlagValues()
+  cli.define_data_flags(flag_values)
+  cli.define_data_flags(flag_values)
+  assert flag_values['data_dir'].default == os.path.expanduser(
       '~/.rebar/data')
-  assert data.urls_from_flags() == data.DEFAULT_URLS
+  flag_values(['prog'])
+  assert cli.urls_from_flags(flag_values) == data.DEFAULT_URLS
 
 
 # ------------------------------------------------- the real files

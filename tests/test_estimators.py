@@ -282,6 +282,11 @@ def test_every_model_trains_100_steps_on_mnist(mnist, model_name, tmp_path):
   (record,) = [json.loads(l) for l in open(tmp_path / runlog.METRICS_FILE)]
   assert (record['kind'], record['step']) == ('train', 100)
   assert list(record['values']) == list(model.printed_names)
+  # One temperature outside `values`, named for what it is: the model's
+  # temperature after the last step.
+  assert [k for k in record if 'temperature' in k] == ['temperature_at_end']
+  assert record['temperature_at_end'] == pytest.approx(
+      float(model.temperature().numpy()))
   if model_name == 'SBNTrackGradVariances':
     # The first step's mean squared gradient is 0 (EMAs start at zero), so
     # the epoch mean of its log is -inf, as the original printed.

@@ -4,10 +4,11 @@ The hparams table (header `| name | default | meaning |`) names every field
 of rebar.hparams.HParams once and nothing else, and its `model` row names
 every model of rebar.hparams.MODELS and nothing else; the flags table
 (header `| flag | default | meaning |`) names every flag rebar_train.py
-defines (its own and rebar.data.define_flags') once and nothing else. A
+defines (its own and the shared ones of rebar.cli) once and nothing else. A
 row's first cell may list several names separated by commas; backticks and
 a flag's leading `--` are ignored. Where several tables share a header,
-their rows are taken together.
+their rows are taken together. The epoch-line table (header `| model |
+epoch line ... |`) is rebar.hparams.EPOCH_LINES, row for row.
 """
 
 import dataclasses
@@ -20,15 +21,17 @@ import sys
 
 import pytest
 
-from rebar.hparams import HParams, MODELS
+from rebar.hparams import EPOCH_LINES, HParams, MODELS
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
 HPARAMS_HEADER = ['name', 'default', 'meaning']
 FLAGS_HEADER = ['flag', 'default', 'meaning']
+EPOCH_LINE_HEADER = ['model',
+                     'epoch line `Step N: [...]`, in order (means over the epoch)']
 MODEL_NAME = re.compile(r'\bSBN[A-Za-z0-9_]*\b')
 
-# Prints, as JSON, the flags defined by rebar_train.py and by
-# rebar.data.define_flags (which rebar_train.py calls), grouped by the
+# Prints, as JSON, the flags defined by rebar_train.py and by rebar.cli's
+# define_* functions (which rebar_train.py calls), grouped by the
 # module absl records as defining them. In a separate process, so that
 # importing rebar_train defines no flags in the tests' own process.
 _LIST_FLAGS = '''
@@ -37,7 +40,7 @@ from absl import flags
 import rebar_train  # noqa: F401
 by_module = flags.FLAGS.flags_by_module_dict()
 print(json.dumps({m: sorted(f.name for f in by_module.get(m, ()))
-                  for m in ('rebar_train', 'rebar.data')}))
+                  for m in ('rebar_train', 'rebar.cli')}))
 '''
 
 
@@ -164,11 +167,19 @@ def test_hparams_table_model_row_names_every_model():
 
 def test_flags_table_names_every_rebar_train_flag():
   by_module = defined_flags()
-  # rebar_train's own flags and those of rebar.data it defines through
-  # data.define_flags (data_dir and the URL flags).
+  # rebar_train's own flags and the shared ones it defines through rebar.cli
+  # (data_dir, the URL flags, download, threads).
   assert 'hparams' in by_module['rebar_train'], by_module
-  assert 'data_dir' in by_module['rebar.data'], by_module
-  expected = by_module['rebar_train'] + by_module['rebar.data']
+  assert 'data_dir' in by_module['rebar.cli'], by_module
+  expected = by_module['rebar_train'] + by_module['rebar.cli']
   listed = [n for row in readme_rows(FLAGS_HEADER)
             for n in names_in(row[0], prefix='--')]
   check_names(listed, expected, 'rebar_train flags table (flag column)')
+
+
+def test_epoch_line_table_is_the_code_s_for_every_model():
+  """What `rebar_train --help` prints (EPOCH_LINES) is what the README
+  says, and it covers every model."""
+  assert list(EPOCH_LINES) == list(MODELS)
+  rows = readme_rows(EPOCH_LINE_HEADER)
+  assert [tuple(row) for row in rows] == list(EPOCH_LINES.items())

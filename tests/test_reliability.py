@@ -56,7 +56,9 @@ def run(argv, **env):
 
 
 def run_dir_of(working_dir):
-  (path,) = pathlib.Path(working_dir).iterdir()
+  """The working directory's one run directory (beside `tensorboard`)."""
+  (path,) = [p for p in pathlib.Path(working_dir).iterdir()
+             if p.name != 'tensorboard']
   return path
 
 
@@ -74,13 +76,24 @@ def records(run_dir):
 
 
 def scalars(run_dir):
-  """Every TensorBoard scalar of the run: sorted (step, tag, value)."""
+  """Every TensorBoard scalar of the run: sorted (step, tag, value). Its
+  event files are in <working_dir>/tensorboard/<short name>, none in the
+  run directory."""
+  assert not glob.glob(str(run_dir / 'events.out.tfevents.*'))
+  hparams = parse_hparams(','.join(
+      '%s=%s' % item for item in json.load(open(run_dir / 'hparams.json'))
+      .items()))
   found = []
-  for path in glob.glob(str(run_dir / 'events.out.tfevents.*')):
+  paths = glob.glob(str(run_dir.parent / 'tensorboard' / hparams.short_name()
+                        / 'events.out.tfevents.*'))
+  assert paths
+  for path in paths:
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        found.append((event.step, value.tag,
-                      float(tf.make_ndarray(value.tensor))))
+        if value.tag != 'hparams':  # the text summary
+          found.append((event.step, value.tag,
+                        float(tf.make_ndarray(value.tensor))))
+  assert found
   return sorted(found)
 
 

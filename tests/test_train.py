@@ -220,8 +220,15 @@ def run_script(*args, check=True):
   return result
 
 
+def run_dir_of(working_dir):
+  """The working directory's one run directory (beside `tensorboard`)."""
+  (run_dir,) = [p for p in pathlib.Path(working_dir).iterdir()
+                if p.name != 'tensorboard']
+  return run_dir
+
+
 def load_checkpoint(working_dir):
-  (run_dir,) = pathlib.Path(working_dir).iterdir()
+  run_dir = run_dir_of(working_dir)
   reader = tf.train.load_checkpoint(str(run_dir / 'checkpoints'))
   dtypes = reader.get_variable_to_dtype_map()
   return {k: reader.get_tensor(k) for k in dtypes
@@ -255,11 +262,15 @@ def test_resume_and_determinism(mirror_data_dir, tmp_path):
   del whole_state['trainer/records/.ATTRIBUTES/VARIABLE_VALUE']
   for name, value in whole_state.items():
     np.testing.assert_array_equal(value, resumed_state[name], err_msg=name)
-  (run_dir,) = (tmp_path / 'c').iterdir()
+  run_dir = run_dir_of(tmp_path / 'c')
   assert json.load(open(run_dir / 'hparams.json'))['n_layer'] == 2
   steps = [json.loads(l)['step'] for l in open(run_dir / 'metrics.jsonl')]
   assert steps == [150, 300]
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(run_dir))
+  # TensorBoard's event files go to a folder named by the short name.
+  (tensorboard_dir,) = (tmp_path / 'c' / 'tensorboard').iterdir()
+  assert tensorboard_dir.name == 'model=SBNRebar,n_layer=2'
+  assert any(f.startswith('events.out.tfevents')
+             for f in os.listdir(tensorboard_dir))
 
 
 @pytest.mark.parametrize('args,fragment', [
