@@ -1,6 +1,6 @@
 """Training-step, evaluation and data-loading speed, against the original.
 
-  python bench/benchmark.py --data_dir=~/.rebar/data [--quick] [--out=bench/results.json]
+  python bench/benchmark.py --data_dir=~/.rebar/data [--quick] [--out=FILE]
 
 For each model and the three configurations of the reference table (batch 24,
 learning rate 0.0003, task sbn: one linear layer, two linear layers, one
@@ -231,8 +231,10 @@ def define_flags(flag_values):
   flags.DEFINE_bool('quick', False, 'The two-layer linear column only, fewer '
                     'repeats, in this process, no scaling figures.',
                     flag_values=flag_values)
-  flags.DEFINE_string('out', str(REPO / 'bench' / 'results.json'),
-                      'Where the report JSON goes.', flag_values=flag_values)
+  flags.DEFINE_string('out', None, 'Where the report JSON goes (default: '
+                      'bench/results.json, the committed figures; with '
+                      '--quick bench/results_quick.json, not committed).',
+                      flag_values=flag_values)
   flags.DEFINE_integer('repeats', None, 'Timed blocks per cell (default: 3 '
                        'with --quick, else 7).', lower_bound=1,
                        flag_values=flag_values)
@@ -377,7 +379,12 @@ def main(argv=None):
 
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   repeats = args.repeats or (3 if args.quick else 7)
-  report = {'quick': args.quick, 'repeats': repeats, 'steps': args.steps,
+  out = args.out or str(REPO / 'bench' / (
+      'results_quick.json' if args.quick else 'results.json'))
+  report = {'command': ' '.join(['python bench/benchmark.py']
+                                + list(sys.argv[1:] if argv is None else argv)),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+            'quick': args.quick, 'repeats': repeats, 'steps': args.steps,
             'cells': {}, 'scaling': {}}
   refs = [machine_ref_ms()]
   report['data_load_s'] = time_data_loading(args.data_dir)
@@ -399,9 +406,9 @@ def main(argv=None):
   print_evaluation(report)
   print('peak resident memory, largest cell: %.0f MB' % max(
       c['peak_rss_mb'] for c in report['cells'].values()))
-  with open(args.out, 'w') as f:
+  with open(out, 'w') as f:
     json.dump(report, f, indent=1)
-  print('wrote %s' % args.out)
+  print('wrote %s' % out)
 
 
 if __name__ == '__main__':

@@ -67,7 +67,7 @@ RAW_FILES = {
 
 def fix_hint(datasets, data_dir):
   """The end of a message about missing or bad data: the command to run."""
-  return (f'run `python download_data.py --datasets={",".join(datasets)} '
+  return (f'run `download_data --datasets={",".join(datasets)} '
           f'--data_dir={data_dir}` (point --mnist_binarized_url, --mnist_url '
           'or --omniglot_url at a mirror or a local copy if the default URLs '
           'are unreachable)')

@@ -11,6 +11,35 @@ from rebar.config import model_label
 from rebar.report_numbers import curves
 
 
+# A curve of this many points or fewer is drawn with markers: a run with one
+# epoch record is a single point, which a line alone does not show.
+MARKERS_UP_TO = 20
+
+
+def plot_style(n_points):
+  """matplotlib keyword arguments of a curve of `n_points` points."""
+  return {'marker': 'o', 'markersize': 4} if n_points <= MARKERS_UP_TO else {}
+
+
+def figure_series(config, groups, chosen, setting):
+  """The curves of one setting's figure: [(panel, label, steps, values)],
+  panel 'elbo' or 'variance', at each model's selected learning rate (and
+  grid point), averaged over trials."""
+  series = []
+  for model in config.models:
+    choice = chosen[(setting, model)]
+    if choice.rate is None:
+      continue
+    lines = curves(groups[choice.key(setting, model)]['records'])
+    label_model = model_label(model, choice.grid)
+    for name, (steps, values) in sorted(lines.items()):
+      label = ('%s, lr %g' % (label_model, choice.rate) if '/' not in name
+               else '%s: %s' % (label_model, name.split('/', 1)[1]))
+      series.append(('elbo' if name == 'elbo' else 'variance', label, steps,
+                     values))
+  return series
+
+
 def write_figures(config, groups, chosen, out_dir):
   """One PNG per setting; returns [(setting, file name)], or None without
   matplotlib."""
@@ -24,20 +53,13 @@ def write_figures(config, groups, chosen, out_dir):
   for setting in config.settings:
     fig, (ax_elbo, ax_var) = plt.subplots(1, 2, figsize=(12, 4.5))
     lowest_late = []
-    for model in config.models:
-      choice = chosen[(setting, model)]
-      if choice.rate is None:
-        continue
-      lines = curves(groups[choice.key(setting, model)]['records'])
-      label_model = model_label(model, choice.grid)
-      for name, (steps, values) in sorted(lines.items()):
-        label = ('%s, lr %g' % (label_model, choice.rate) if '/' not in name
-                 else '%s: %s' % (label_model, name.split('/', 1)[1]))
-        ax = ax_elbo if name == 'elbo' else ax_var
-        ax.plot(steps, values, label=label)
-        if name == 'elbo' and len(values) > 4:
-          # The first epochs are far below the rest; keep them out of view.
-          lowest_late.append(min(values[len(values) // 10:]))
+    for panel, label, steps, values in figure_series(config, groups, chosen,
+                                                     setting):
+      ax = ax_elbo if panel == 'elbo' else ax_var
+      ax.plot(steps, values, label=label, **plot_style(len(steps)))
+      if panel == 'elbo' and len(values) > 4:
+        # The first epochs are far below the rest; keep them out of view.
+        lowest_late.append(min(values[len(values) // 10:]))
     if lowest_late:
       bottom = min(lowest_late)
       top = ax_elbo.get_ylim()[1]

@@ -3,6 +3,7 @@ pools and resident memory (docs/performance.md)."""
 
 import ctypes
 import functools
+import logging
 import os
 
 import tensorflow as tf
@@ -139,6 +140,10 @@ def configure(threads=0, xla_fusion_emitters=True):
     win): evaluation compiles with XLA only then (evaluation.make_iw_bound_fn).
   """
   threads = threads or os.cpu_count() or 1
+  # TensorFlow's own Python INFO lines (e.g. the checkpoint saver's
+  # "Sharding callback duration" at every save) would drown the run's
+  # progress lines on stderr; its warnings stay.
+  tf.get_logger().setLevel(logging.WARNING)
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   use_xla_fusion_emitters(xla_fusion_emitters)

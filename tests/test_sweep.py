@@ -272,6 +272,25 @@ def test_figures_with_matplotlib(hand_written, tmp_path):
   assert (tmp_path / 'out' / 'fig_linear_1_layer.png').stat().st_size > 1000
 
 
+def test_a_one_epoch_run_gives_its_figure_a_visible_point(tmp_path):
+  """A run with one epoch record (as the smoke config's) is one point per
+  panel: the figure's series hold it, and it is drawn with a marker (a
+  line through one point draws nothing)."""
+  from rebar import report_figures  # pylint: disable=g-import-not-at-top
+  config = sweep.load_config(write_config(tmp_path / 'c.json'))
+  w = tmp_path / 'w'
+  write_run(w, config, 'linear_1_layer', 'SBNNVIL', 0.0003, 1,
+            [train(10, -130, -2.5)])
+  groups = report.aggregate(config, report.collect(config, str(w)))
+  chosen = report.select(config, groups)
+  series = report_figures.figure_series(config, groups, chosen,
+                                        'linear_1_layer')
+  assert [(panel, steps, values) for panel, _, steps, values in series] == [
+      ('elbo', [10], [-130.0]), ('variance', [10], [-2.5])]
+  assert report_figures.plot_style(1)['marker']
+  assert report_figures.plot_style(report_figures.MARKERS_UP_TO + 1) == {}
+
+
 def test_curves_average_trials_and_split_estimators():
   a = [train(10, -100, {'NVIL': 1.0, 'REBAR': -3.0}),
        train(20, -90, {'NVIL': 0.5, 'REBAR': -4.0})]

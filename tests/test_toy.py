@@ -31,10 +31,11 @@ import pytest
 import tensorflow as tf
 
 from rebar import toy
+from rebar import toy_problem
 from rebar.estimators import bernoulli
 
 THETA = 0.3
-T = toy.TARGET
+T = toy_problem.TARGET
 QUADRATURE_NODES = 200
 QUADRATURE_TOLERANCE = 1e-7
 
@@ -47,15 +48,15 @@ def random_params(estimator, seed=3):
   if estimator == 'rebar':
     return [np.float64(rng.uniform(0.3, 1.5)),               # η
             np.float64(math.log(rng.uniform(0.2, 2.0)))]     # log λ
-  return [rng.normal(0.0, 1.0, toy.HIDDEN_UNITS),            # w1
-          rng.normal(0.0, 1.0, toy.HIDDEN_UNITS),            # b1
-          rng.normal(0.0, 0.1, toy.HIDDEN_UNITS),            # w2
+  return [rng.normal(0.0, 1.0, toy_problem.HIDDEN_UNITS),            # w1
+          rng.normal(0.0, 1.0, toy_problem.HIDDEN_UNITS),            # b1
+          rng.normal(0.0, 0.1, toy_problem.HIDDEN_UNITS),            # w2
           np.float64(rng.normal(0.25, 0.05))]                # b2
 
 
 def estimates(estimator, u, w, params, theta=THETA):
   u = np.asarray(u, np.float64)
-  return toy.estimates(
+  return toy_problem.estimates(
       estimator, tf.fill(u.shape, tf.constant(theta, tf.float64)),
       tf.constant(u), tf.constant(np.asarray(w, np.float64)),
       [tf.constant(p) for p in params]).numpy()
@@ -75,9 +76,9 @@ def quadrature_mean(estimator, params, n=QUADRATURE_NODES, theta=THETA):
   return float(np.sum(g * np.outer(u_weights, w_weights).ravel()))
 
 
-@pytest.mark.parametrize('estimator', toy.ESTIMATORS)
+@pytest.mark.parametrize('estimator', toy_problem.ESTIMATORS)
 def test_unbiased_quadrature(estimator):
-  exact = float(toy.exact_gradient(THETA))
+  exact = float(toy_problem.exact_gradient(THETA))
   mean = quadrature_mean(estimator, random_params(estimator))
   assert abs(mean - exact) < QUADRATURE_TOLERANCE, (mean, exact)
 
@@ -86,7 +87,7 @@ def test_quadrature_detects_a_bias(monkeypatch):
   """A zero estimator misses by the whole gradient, and z~ whose
   θ-derivative is 1 (u' held fixed) gives a biased estimator; both are far
   outside the tolerance."""
-  exact = float(toy.exact_gradient(THETA))
+  exact = float(toy_problem.exact_gradient(THETA))
   assert abs(0.0 - exact) > 1e3 * QUADRATURE_TOLERANCE
   conditional = bernoulli.conditional_logistic_sample
 
@@ -101,9 +102,9 @@ def test_quadrature_detects_a_bias(monkeypatch):
 
 def test_exact_loss_and_gradient():
   h = 1e-6
-  numeric = (toy.exact_loss(THETA + h) - toy.exact_loss(THETA - h)) / (2 * h)
-  assert toy.exact_gradient(THETA) == pytest.approx(numeric, rel=1e-7)
-  assert toy.exact_gradient(0.0) == pytest.approx(0.25 * 0.002, rel=1e-9)
+  numeric = (toy_problem.exact_loss(THETA + h) - toy_problem.exact_loss(THETA - h)) / (2 * h)
+  assert toy_problem.exact_gradient(THETA) == pytest.approx(numeric, rel=1e-7)
+  assert toy_problem.exact_gradient(0.0) == pytest.approx(0.25 * 0.002, rel=1e-9)
 
 
 # The estimator written out by hand (numpy, float64), for one sample.
@@ -164,7 +165,7 @@ def finite_difference_grads(estimator, theta, u, w, params, h=1e-6):
 def test_variance_gradient_matches_finite_differences(estimator, u):
   params = random_params(estimator, seed=5)
   w = 0.37
-  trainer = toy.Trainer(estimator, params, learning_rate=0.01,
+  trainer = toy_problem.Trainer(estimator, params, learning_rate=0.01,
                         cv_learning_rate=0.003)
   trainer.theta.assign(THETA)
   applied = {}
@@ -190,7 +191,7 @@ def test_variance_gradient_matches_finite_differences(estimator, u):
 def test_toy_run_default_steps():
   """With the default steps and seed 0, RELAX solves the problem (σ(θ) <
   0.1) and REINFORCE and REBAR stay near the start (σ(θ) > 0.3)."""
-  results = toy.run(seed=0)
+  results = toy_problem.run(seed=0)
   final = {name: r['final_sigma'] for name, r in results['estimators'].items()}
   assert results['config']['steps'] == toy.DEFAULTS['steps']
   assert final['relax'] < 0.1, final
@@ -214,7 +215,7 @@ def test_cli_writes_json(tmp_path, capsys):
   assert 'final sigma' in printed
   with open(tmp_path / 'toy.json') as fh:
     saved = json.load(fh)
-  assert set(saved['estimators']) == set(toy.ESTIMATORS)
+  assert set(saved['estimators']) == set(toy_problem.ESTIMATORS)
   assert len(saved['estimators']['relax']['sigma']) == 41
   assert len(saved['relaxations']['u']) == len(
       saved['relaxations']['relax']['c'])

@@ -314,3 +314,30 @@ def test_batch_larger_than_the_training_set_is_refused(mirror_data_dir,
   last = result.stderr.strip().splitlines()[-1]
   assert 'batch_size 60000 is larger than the training set (50000' in last
   assert not list(tmp_path.iterdir())  # no run directory for a refused run
+
+
+def test_tensorboard_gets_every_bound_and_the_hparams(tmp_path):
+  """The event files (in `tensorboard_dir`, none in the run directory) hold
+  the training tags, the validation and test bounds, and the hparams as a
+  text summary."""
+  rng = np.random.RandomState(0)
+  train = (rng.rand(100, 784) < 0.3).astype(np.float32)
+  model, trainer = make_trainer('model=SBNDynamicRebar', train)
+  run_dir, tensorboard_dir = tmp_path / 'run', tmp_path / 'tb' / 'short'
+  run_dir.mkdir()
+  training.train(model, trainer, train[:7], train[:7], str(run_dir), seed=1,
+                 max_steps=5, eval_freq=1, out=lambda line: None,
+                 tensorboard_dir=str(tensorboard_dir))
+  assert not [f for f in os.listdir(run_dir) if 'tfevents' in f]
+  tags, text = set(), None
+  for name in os.listdir(tensorboard_dir):
+    for event in tf.compat.v1.train.summary_iterator(
+        str(tensorboard_dir / name)):
+      for value in event.summary.value:
+        tags.add(value.tag)
+        if value.tag == 'hparams':
+          text = tf.make_ndarray(value.tensor).item().decode()
+  assert tags == {'Train ELBO', 'Temperature', 'log grad variance',
+                  'Valid IW bound', 'Valid ELBO', 'Test IW bound',
+                  'Test ELBO', 'hparams'}
+  assert '| model | SBNDynamicRebar |' in text
