@@ -1,6 +1,7 @@
 """Estimator modules: an estimator's auxiliary variables (baselines, etas)
 and the wiring that turns its surrogates (rebar.estimators.sbn) into
-gradients on a `Step` (reference sections 6.1-6.5).
+gradients on a `Step` (reference sections 6.1-6.5; REINFORCE with a
+per-example leave-one-out baseline, ARM and DisARM).
 
 Every module's `estimate(step)` returns an `Estimate`. REBAR, Dynamic REBAR
 and RELAX are in rebar.rebar_modules.
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from rebar.estimators import sbn as estimators
 from rebar.networks import Dense
+from rebar.sbn import antithetic_sampler
 
 BASELINE_HIDDEN = 100
 
@@ -179,3 +181,53 @@ class GumbelEstimator(Estimator):
     return Estimate(self.model_gradient(step, loss), [],
                     self.printed(tf.reduce_mean(step.hard.elbo),
                                  tf.reduce_mean(relaxed.elbo)))
+
+
+class ReinforceLOOEstimator(Estimator):
+  """REINFORCE with a leave-one-out baseline over each example's
+  n_samples samples (Kool et al. 2019): the baseline of a sample is the mean
+  f of the example's other samples."""
+
+  printed_names = ('elbo',)
+
+  def estimate(self, step):
+    with step.tape:
+      loss = estimators.reinforce_loo(step.hard, self.hparams.n_samples)
+    return Estimate(self.model_gradient(step, loss), [],
+                    self.printed(tf.reduce_mean(step.hard.elbo)))
+
+
+class AntitheticEstimator(Estimator):
+  """ARM (Yin and Zhou 2019) or DisARM (Dong, Mnih and Tucker 2020) per
+  stochastic layer (`kind` 'arm' or 'disarm').
+
+  For layer l, with the layers below at their hard samples, the hard
+  sample b~_l = 1[u_l > σ(-ℓ_l)] and its antithetic partner
+  b_l = 1[u_l < σ(ℓ_l)] each continue the pass above l with the same noise
+  u (common random numbers: the two f values differ only through b_l and
+  what it changes above). The per-unit estimate of ∂E[f]/∂ℓ_l
+  (estimators.sbn.antithetic_layer_estimate) is backpropagated to layer
+  l's variables through ℓ_l; the generative variables get the exact
+  gradient of m. One extra pass from each layer up; no auxiliary variables.
+  """
+
+  printed_names = ('elbo',)
+
+  def __init__(self, network, generator, kind, name=None):
+    super().__init__(network, generator, name or kind)
+    self.kind = kind
+
+  def estimate(self, step):
+    hard = step.hard
+    estimates = []
+    for layer in range(self.network.n_layer):
+      with step.tape:
+        partner = self.network.run_pass(
+            step.x, antithetic_sampler(step.noise, layer), start=hard,
+            start_layer=layer)
+      estimates.append(estimators.antithetic_layer_estimate(
+          self.kind, hard, partner, layer, step.noise[layer]))
+    with step.tape:
+      loss = estimators.per_layer_surrogate(hard, estimates)
+    return Estimate(self.model_gradient(step, loss), [],
+                    self.printed(tf.reduce_mean(hard.elbo)))

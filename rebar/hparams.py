@@ -25,6 +25,10 @@ MODELS = {
                              '(6.8)',
     'SBNRelax': 'RELAX per layer, control variate chosen by relax_cv',
     'SBNRebarPerLayer': 'REBAR estimated per layer (RELAX with c = f(σ_λ(z)))',
+    'SBNReinforceLOO': 'REINFORCE with a leave-one-out baseline over each '
+                       'example\'s n_samples samples (n_samples >= 2)',
+    'SBNARM': 'ARM per layer (Yin and Zhou 2019): antithetic, no relaxation',
+    'SBNDisARM': 'DisARM per layer (Dong, Mnih and Tucker 2020)',
 }
 # What each position of a model's epoch line `Step N: [...]` is (means over
 # the epoch's steps), in order; the model's `printed_names` in words.
@@ -45,6 +49,9 @@ EPOCH_LINES = {
     'SBNRelax': 'ELBO, temperature of each layer, then η of each layer',
     'SBNRebarPerLayer': 'ELBO, temperature of each layer, then η of each '
                         'layer',
+    'SBNReinforceLOO': 'ELBO',
+    'SBNARM': 'ELBO',
+    'SBNDisARM': 'ELBO',
 }
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 TASKS = ('sbn', 'sp', 'omni')
@@ -271,6 +278,10 @@ class HParams:
       raise HParamsError(
           'batch_size * n_samples must be at least 2 (leave-one-out centering '
           'needs two rows), got %d * %d' % (self.batch_size, self.n_samples))
+    if self.model == 'SBNReinforceLOO' and self.n_samples < 2:
+      raise HParamsError('SBNReinforceLOO leaves one of each example\'s '
+                         'samples out: set n_samples to 2 or more, got %d'
+                         % self.n_samples)
     if self.task == 'sp' and self.n_input % 2:
       raise HParamsError('task sp splits images into halves: n_input must be '
                          'even, got %d' % self.n_input)

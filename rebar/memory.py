@@ -162,6 +162,9 @@ def parameter_counts(hparams):
       'SBNDynamicRebar': rebar + 1,
       'SBNRelax': relax,
       'SBNRebarPerLayer': relax,
+      'SBNReinforceLOO': 0,
+      'SBNARM': 0,
+      'SBNDisARM': 0,
       'SBNTrackGradVariances': (baseline + simple_muprop + muprop + 2 * rebar
                                 + 1 + (relax if h.track_relax else 0)),
   }[h.model]
@@ -200,6 +203,8 @@ def step_passes(hparams):
   rebar = _rebar_passes(hparams)
   relax = _relax_passes(hparams)
   hard = mean = relaxed = (1, n_layer)
+  # ARM and DisARM: the antithetic partner's pass from each layer up.
+  antithetic = (n_layer, n_layer * (n_layer + 1) // 2)
   # Dynamic REBAR differentiates each relaxed pass in the temperature by a
   # forward-mode pass of the same size.
   dynamic = (2 * rebar[0], 2 * rebar[1])
@@ -214,6 +219,9 @@ def step_passes(hparams):
       'SBNDynamicRebar': [hard, dynamic],
       'SBNRelax': [hard, relax],
       'SBNRebarPerLayer': [hard, relax],
+      'SBNReinforceLOO': [hard],
+      'SBNARM': [hard, antithetic],
+      'SBNDisARM': [hard, antithetic],
       'SBNTrackGradVariances': [hard, mean, mean, dynamic, rebar] + (
           [relax] if hparams.track_relax else []),
   }[hparams.model]

@@ -16,8 +16,10 @@ import math
 
 import tensorflow as tf
 
-from rebar.estimator_modules import (GumbelEstimator, MuPropEstimator,
-                                     NVILEstimator, ReinforceEstimator,
+from rebar.estimator_modules import (AntitheticEstimator, GumbelEstimator,
+                                     MuPropEstimator, NVILEstimator,
+                                     ReinforceEstimator,
+                                     ReinforceLOOEstimator,
                                      SimpleMuPropEstimator)
 from rebar.hparams import MODELS
 from rebar.optim import (Adam, GradVarianceTracker,
@@ -192,6 +194,27 @@ class SBNRebarPerLayer(SBNRelax):
 
   def build_estimators(self, generator):
     return [relax_estimator(self.network, generator, cv='rebar')]
+
+
+class SBNReinforceLOO(SBNModel):
+  """REINFORCE with a per-example leave-one-out baseline over n_samples."""
+
+  def build_estimators(self, generator):
+    return [ReinforceLOOEstimator(self.network, generator, 'reinforce_loo')]
+
+
+class SBNARM(SBNModel):
+  """ARM per stochastic layer (Yin and Zhou 2019)."""
+
+  def build_estimators(self, generator):
+    return [AntitheticEstimator(self.network, generator, 'arm')]
+
+
+class SBNDisARM(SBNModel):
+  """DisARM per stochastic layer (Dong, Mnih and Tucker 2020)."""
+
+  def build_estimators(self, generator):
+    return [AntitheticEstimator(self.network, generator, 'disarm')]
 
 
 class SBNTrackGradVariances(SBNModel):

@@ -147,6 +147,17 @@ def mean_sampler():
   return lambda i, logits: tf.sigmoid(logits)
 
 
+def antithetic_sampler(noise, layer):
+  """The hard sampler, except at `layer`, where it draws the antithetic
+  partner 1[u < σ(ℓ)] of the hard sample 1[u > σ(-ℓ)] (ARM, DisARM)."""
+  def sample(i, logits):
+    if i == layer:
+      return tf.stop_gradient(
+          tf.cast(noise[i] < tf.sigmoid(logits), tf.float32))
+    return hard_sample(logits, noise[i])
+  return sample
+
+
 def relaxed_sampler(noise, temperature, muprop_relaxation):
   return lambda i, logits: relaxed_sample(logits, noise[i], temperature,
                                           muprop_relaxation)

@@ -14,7 +14,8 @@ passes if every |z| < UNBIASED_BELOW = 4: by chance a correct estimator
 fails with probability about 3 · 6e-5 per case. All seeds are fixed, so the
 outcome is reproducible. The biased estimators (Concrete, straight-through)
 and deliberately broken variants (REBAR without its reparameterised
-correction, REINFORCE whose baseline includes the sample itself) must show
+correction, REINFORCE whose baseline includes the sample itself, ARM with
+b - σ(ℓ) in place of u - 1/2, DisARM without its σ(|ℓ|)) must show
 |z| > BIASED_ABOVE = 10 on some unit: the check has power against them.
 """
 
@@ -116,7 +117,11 @@ UNBIASED = {
         l, fn, u, v, control_variate, eta=0.8),
     'relax_tied_noise': lambda fn, l, u, v: bernoulli.relax(
         l, fn, u, tied(l, u), control_variate),
+    'arm': lambda fn, l, u, v: bernoulli.arm(l, fn, u),
+    'disarm': lambda fn, l, u, v: bernoulli.disarm(l, fn, u),
 }
+# The estimators evaluating f at the antithetic pair (b, b').
+ANTITHETIC = ('arm', 'disarm')
 
 
 @pytest.mark.parametrize('name', sorted(UNBIASED))
@@ -152,12 +157,40 @@ def reinforce_baseline_with_itself(logits, u):
   return bernoulli.reinforce(logits, f, u, baseline=baseline)
 
 
+def antithetic_pair(logits, u):
+  """b = 1[u > σ(-ℓ)] and b' = 1[u < σ(ℓ)] in numpy, [..., D] each."""
+  logits, u = np.asarray(logits), np.asarray(u)
+  return ((u > 1.0 / (1.0 + np.exp(logits))).astype(np.float64),
+          (u < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64))
+
+
+def antithetic_variant(weight):
+  """(f(b) - f(b')) · weight(ℓ, u, b, b') as a Result, for broken variants."""
+  def estimator(logits, u):
+    b, b_anti = (tf.constant(x) for x in antithetic_pair(logits, u))
+    signal = f(b) - f(b_anti)
+    return bernoulli.Result(None, signal[..., None] * weight(
+        tf.constant(logits, DTYPE), u, b, b_anti), None, None, None)
+  return estimator
+
+
+# ARM with the score b - σ(ℓ) in place of u - 1/2: f(b') is correlated with
+# b, so it is no baseline. DisARM without σ(|ℓ|): E[ĝ_i] is the gradient
+# divided by σ(|ℓ_i|). Both broken variants.
+arm_with_score = antithetic_variant(
+    lambda l, u, b, b_anti: b - tf.sigmoid(l))
+disarm_without_sigma_abs = antithetic_variant(
+    lambda l, u, b, b_anti: (b - 0.5) * tf.cast(b != b_anti, DTYPE))
+
 BIASED = {
     'concrete': lambda fn, l, u, v: bernoulli.concrete(l, fn, u, 0.5),
     'straight_through':
         lambda fn, l, u, v: bernoulli.straight_through(l, fn, u),
     'rebar_without_correction':
         lambda fn, l, u, v: rebar_without_correction(l, u, v),
+    'arm_with_score': lambda fn, l, u, v: arm_with_score(l, u),
+    'disarm_without_sigma_abs':
+        lambda fn, l, u, v: disarm_without_sigma_abs(l, u),
 }
 
 
@@ -188,6 +221,65 @@ def test_loo_learning_signal():
   np.testing.assert_allclose(
       result.estimate.numpy(),
       result.learning_signal.numpy()[..., None] * (b - p))
+
+
+def test_antithetic_pair_learning_signal_and_paper_formulas():
+  """ARM and DisARM: f_values = f(b) at the hard sample b = 1[u > σ(-ℓ)];
+  learning_signal = f(b) - f(b'), b' = 1[u < σ(ℓ)]; ĝ is ARM's
+  (f(b) - f(b'))(u - 1/2) and DisARM's paper form
+  1/2 (f(b') - f(b)) (-1)^{b_i} 1[b_i ≠ b'_i] σ(|ℓ_i|) (pair (b', b)),
+  here in numpy, for per-row logits."""
+  logits = np.random.default_rng(20).normal(0.0, 1.5, (50, D))
+  u = uniforms([50, D], 21)
+  b, b_anti = antithetic_pair(logits, u)
+  values, anti = f(tf.constant(b)).numpy(), f(tf.constant(b_anti)).numpy()
+  assert np.any(b != b_anti) and np.any(values != anti)
+  arm = bernoulli.arm(tf.constant(logits), f, u)
+  disarm = bernoulli.disarm(tf.constant(logits), f, u)
+  paper = (0.5 * (anti - values)[:, None] * (-1.0) ** b * (b != b_anti)
+           / (1.0 + np.exp(-np.abs(logits))))
+  for result in (arm, disarm):
+    np.testing.assert_array_equal(result.f_values.numpy(), values)
+    np.testing.assert_array_equal(result.learning_signal.numpy(),
+                                  values - anti)
+  np.testing.assert_allclose(arm.estimate.numpy(),
+                             (values - anti)[:, None] * (u.numpy() - 0.5),
+                             rtol=1e-12)
+  np.testing.assert_allclose(disarm.estimate.numpy(), paper, rtol=1e-12,
+                             atol=1e-15)
+
+
+@pytest.mark.parametrize('name', ANTITHETIC)
+def test_antithetic_surrogate_trains_f_at_the_pair_mean(name):
+  """f(b) = b · w with a variable w: ∂surrogate/∂w is the mean over rows of
+  the pair mean (b + b')/2, which differs from the mean of b alone here."""
+  rows = 40
+  u = uniforms([rows, D], 22)
+  w = tf.Variable(tf.constant([0.5, -1.0, 2.0], DTYPE))
+  with tf.GradientTape() as tape:
+    result = UNBIASED[name](lambda b: tf.linalg.matvec(b, w),
+                            tf.constant(LOGITS, DTYPE), u, None)
+  b, b_anti = antithetic_pair(LOGITS, u)
+  pair_mean = (0.5 * (b + b_anti)).mean(0)
+  assert np.abs(pair_mean - b.mean(0)).max() > 0.05
+  np.testing.assert_allclose(tape.gradient(result.surrogate, w).numpy(),
+                             pair_mean, rtol=1e-12)
+
+
+def test_disarm_variance_is_at_most_arms():
+  """Per unit, Var(DisARM) <= Var(ARM) (Dong et al. 2020: DisARM is ARM
+  conditioned on the pair, so the difference is E[Var(ĝ_ARM | b, b')],
+  > 0 here). Both on the same N_DRAWS rows (fixed seed, shared ℓ), with
+  a_n, c_n the squared deviations of ARM's and DisARM's n-th estimate from
+  their means, the difference of the sample variances is mean(a - c) and
+  its standard error std(a - c)/sqrt(N_DRAWS); every unit must show a
+  difference above 4 standard errors, so a DisARM no better than ARM (or
+  ARM itself) fails."""
+  arm, disarm = (one_row_draws(UNBIASED[name], seed=3) for name in ANTITHETIC)
+  deviations = (arm - arm.mean(0)) ** 2 - (disarm - disarm.mean(0)) ** 2
+  standard_error = deviations.std(0, ddof=1) / np.sqrt(N_DRAWS)
+  z = deviations.mean(0) / standard_error
+  assert np.all(z > UNBIASED_BELOW), z
 
 
 def test_tied_noise_gives_z_tilde_equal_to_z():
@@ -223,8 +315,9 @@ ALL.update(concrete=BIASED['concrete'],
 def test_surrogate_gradients(name):
   """∂surrogate/∂ℓ is the mean over rows of ĝ for a shared ℓ and ĝ / rows
   for per-row logits; the value is mean f(b) (Concrete: mean f at the
-  relaxed sample); f's own variables get mean ∂f(b)/∂(them) (Concrete: at
-  the relaxed sample)."""
+  relaxed sample; ARM, DisARM: of the pair mean (f(b) + f(b'))/2); f's own
+  variables get mean ∂f(b)/∂(them) (Concrete: at the relaxed sample; ARM,
+  DisARM: of the pair mean)."""
   rows = 6
   u, v = uniforms([rows, D], 9), uniforms([rows, D], 10)
   shared = tf.Variable(LOGITS)
@@ -236,10 +329,15 @@ def test_surrogate_gradients(name):
     estimate = result.estimate.numpy()
     expected = estimate.mean(0) if logits is shared else estimate / rows
     np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-15)
+  values = result.f_values.numpy()
+  if name in ANTITHETIC:
+    values = 0.5 * (values
+                    + f(tf.constant(antithetic_pair(LOGITS, u)[1])).numpy())
   if name != 'concrete':
-    np.testing.assert_allclose(float(result.surrogate),
-                               result.f_values.numpy().mean(), rtol=1e-12)
-  # f with a variable of its own, a scale s: ∂(s f(b))/∂s = f(b).
+    np.testing.assert_allclose(float(result.surrogate), values.mean(),
+                               rtol=1e-12)
+  # f with a variable of its own, a scale s: ∂(s f(b))/∂s = f(b) (ARM,
+  # DisARM: the pair mean).
   scale = tf.Variable(tf.constant(1.0, DTYPE))
   with tf.GradientTape() as tape:
     result = ALL[name](lambda b: scale * f(b), shared, u, v)
@@ -249,7 +347,7 @@ def test_surrogate_gradients(name):
     assert grad == pytest.approx(float(tf.reduce_mean(f(relaxed))),
                                  rel=1e-12)
   else:
-    assert grad == pytest.approx(result.f_values.numpy().mean(), rel=1e-12)
+    assert grad == pytest.approx(values.mean(), rel=1e-12)
 
 
 def test_control_variate_parameters_get_nothing_from_the_surrogate():
@@ -342,7 +440,7 @@ def test_rebar_at_eta_zero_is_reinforce():
 
 @pytest.mark.parametrize('name', ['reinforce', 'reinforce_loo', 'concrete',
                                   'straight_through', 'rebar_tied_noise',
-                                  'relax'])
+                                  'relax', 'arm', 'disarm'])
 def test_float32_in_a_tf_function(name):
   """Every estimator runs in float32 inside a tf.function, with the shapes
   of the module docstring (REINFORCE LOO: the 4 rows are its k samples)."""

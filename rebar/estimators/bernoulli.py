@@ -14,6 +14,9 @@ One signature for every estimator here:
           there. f may close over its own variables (a decoder, the data).
   u       uniforms in (0, 1), [..., d], drawn by the caller; the sample is
           z = ℓ + log u - log(1 - u), b = 1[z > 0] (b = 1 iff u > σ(-ℓ)).
+  b'      ARM and DisARM only: the antithetic partner b' = 1[u < σ(ℓ)] of
+          b (the hard sample of 1 - u: 1[1 - u > σ(-ℓ)] is the same event),
+          also Bernoulli(σ(ℓ)), at which they evaluate f too.
   v       REBAR and RELAX only: uniforms in (0, 1), [..., d], for the
           conditional sample z~ ~ p(z | b, ℓ) (conditional_logistic_sample).
           Fresh uniforms, or tied_conditional_noise(ℓ, u) for the REBAR
@@ -25,11 +28,16 @@ One signature for every estimator here:
 
   Result fields:
     surrogate           scalar. Its value is the mean over rows of f(b)
-                        (Concrete: of f at the relaxed sample); its gradient
+                        (Concrete: of f at the relaxed sample; ARM, DisARM:
+                        of the pair mean (f(b) + f(b'))/2); its gradient
                         with respect to ℓ (and whatever ℓ is computed from)
                         is the estimator's estimate of ∇ F, and with respect
                         to f's own variables it is mean ∂f(b)/∂(those)
-                        (Concrete: at the relaxed sample). The
+                        (Concrete: at the relaxed sample; ARM, DisARM: the
+                        mean of the pair mean (∂f(b) + ∂f(b'))/2, unbiased
+                        since b and b' are both Bernoulli(σ(ℓ)) samples, and
+                        of variance at most that of ∂f(b) alone, the two
+                        halves having equal variances). The
                         control-variate parameters (REBAR's η and λ, RELAX's
                         φ, a REINFORCE baseline) get no gradient from it.
     estimate            ĝ, [..., d]: per row, the estimate of
@@ -49,10 +57,13 @@ One signature for every estimator here:
                         f's variables is no training signal). It is the
                         variance of the per-row estimates, a proxy for that
                         of their mean or of a gradient ĝ is chained into.
-    f_values            f(b), [...], the hard sample's values (for printing).
+    f_values            f(b), [...], the hard sample's values (for printing;
+                        ARM, DisARM too: f at b, not at b').
     learning_signal     the factor multiplying ∂log p(b | ℓ)/∂ℓ = b - σ(ℓ),
-                        [...], for the score-function estimators; None for
-                        Concrete and straight-through.
+                        [...], for the score-function estimators; ARM and
+                        DisARM: f(b) - f(b'), b the hard sample and b' its
+                        antithetic partner, the factor of their per-unit
+                        weights; None for Concrete and straight-through.
 
 Usage, with η, λ = exp(log λ) or φ the control-variate parameters:
 
@@ -93,19 +104,23 @@ def _score(logits, b):
   return sg(b - tf.sigmoid(logits))
 
 
-def _result(estimate, logits, f_values, objective=None, learning_signal=None):
+def _result(estimate, logits, f_values, objective=None, learning_signal=None,
+            values=None):
   """Packs ĝ into a Result.
 
-  Without `objective` (the score-function estimators, whose f(b) has no
-  path to ℓ): surrogate = mean_rows f(b) + Σ sg(ĝ)(ℓ - sg(ℓ)) / rows, the
-  second term 0 in value with gradient ĝ / rows with respect to ℓ. With
-  it (Concrete, straight-through: f at a sample differentiable in ℓ, whose
-  gradient is ĝ): surrogate = mean_rows objective.
+  Without `objective` (the score-function estimators, ARM and DisARM, whose
+  f values have no path to ℓ): surrogate = mean_rows values +
+  Σ sg(ĝ)(ℓ - sg(ℓ)) / rows, the second term 0 in value with gradient
+  ĝ / rows with respect to ℓ; `values` ([...], default f_values) is what
+  f's own variables are trained at (ARM, DisARM: the pair mean). With
+  `objective` (Concrete, straight-through: f at a sample differentiable in
+  ℓ, whose gradient is ĝ): surrogate = mean_rows objective.
   """
   if objective is None:
-    rows = tf.cast(tf.size(f_values), estimate.dtype)
+    values = f_values if values is None else values
+    rows = tf.cast(tf.size(values), estimate.dtype)
     linear = tf.reduce_sum(sg(estimate) * (logits - sg(logits))) / rows
-    surrogate = tf.reduce_mean(f_values) + linear
+    surrogate = tf.reduce_mean(values) + linear
   else:
     surrogate = tf.reduce_mean(objective)
   return Result(surrogate=surrogate, estimate=estimate,
@@ -164,6 +179,108 @@ def reinforce_loo(logits, f, u):
   others = (tf.reduce_sum(f_stopped, axis=0, keepdims=True) - f_stopped) / (
       k - 1.0)
   return _score_function(logits, b, f_values, f_stopped - others)
+
+
+def _antithetic_pair(logits, f, u):
+  """The hard sample b = 1[u > σ(-ℓ)], its antithetic partner
+  b' = 1[u < σ(ℓ)], and f at both.
+
+  Args:
+    logits, f, u: see the module docstring (u already stopped).
+  Returns:
+    (ℓ per row [..., d], b [..., d], b' [..., d], f(b) [...], f(b') [...]).
+  """
+  logits = _per_row_logits(logits, u)
+  b = _hard(logits, u)
+  # Compared with σ(ℓ) rather than formed as _hard(ℓ, 1 - u): 1 - u rounds.
+  b_anti = tf.cast(u < tf.sigmoid(logits), u.dtype)
+  return logits, b, b_anti, f(b), f(b_anti)
+
+
+def _antithetic_result(logits, estimate, f_values, f_anti):
+  """ĝ [..., d] packed with the pair mean as the surrogate's value and
+  f(b) - f(b') as the learning signal (module docstring)."""
+  return _result(estimate, logits, f_values,
+                 learning_signal=sg(f_values) - sg(f_anti),
+                 values=0.5 * (f_values + f_anti))
+
+
+def arm_estimate(u, f_values, f_anti):
+  """ARM's ĝ from its parts: (f(b) - f(b')) (u - 1/2), [..., d].
+
+  Args:
+    u: [..., d], the noise of the hard sample b = 1[u > σ(-ℓ)].
+    f_values, f_anti: f(b) and f(b'), b' = 1[u < σ(ℓ)], [...] (stopped
+      here).
+  """
+  return (sg(f_values) - sg(f_anti))[..., None] * (sg(u) - 0.5)
+
+
+def disarm_estimate(logits, b, b_anti, f_values, f_anti):
+  """DisARM's ĝ from its parts: (f(b) - f(b')) (b - 1/2) 1[b ≠ b']
+  σ(|ℓ|), [..., d].
+
+  Args:
+    logits: ℓ, [..., d].
+    b, b_anti: the hard sample 1[u > σ(-ℓ)] and its partner 1[u < σ(ℓ)],
+      [..., d].
+    f_values, f_anti: f(b) and f(b'), [...] (stopped here).
+  """
+  # Where b_i = b'_i, u_i lies in an interval symmetric about 1/2, so the
+  # conditional mean of ARM's u_i - 1/2 there is 0.
+  differ = tf.cast(tf.not_equal(b, b_anti), b.dtype)
+  return ((sg(f_values) - sg(f_anti))[..., None] * (b - 0.5) * differ
+          * sg(tf.sigmoid(tf.abs(logits))))
+
+
+def arm(logits, f, u):
+  """ARM (Yin and Zhou 2019, "ARM: Augment-REINFORCE-Merge gradient for
+  stochastic binary networks", ICLR 2019; the ARM gradient for a vector
+  of binary units):
+
+    ĝ_i = (f(1[u > σ(-ℓ)]) - f(1[u < σ(ℓ)])) (u_i - 1/2)
+        = (f(b) - f(b')) (u_i - 1/2),
+
+  both f values at whole vectors of the row. Unbiased (the sign and the
+  factor are checked by exact enumeration in tests/test_bernoulli.py).
+
+  Args:
+    logits, f, u: see the module docstring; u is [..., d].
+  Returns:
+    A Result, estimate [..., d]; learning_signal = f(b) - f(b'), [...].
+  """
+  u = sg(u)
+  logits, _, _, f_values, f_anti = _antithetic_pair(logits, f, u)
+  return _antithetic_result(logits, arm_estimate(u, f_values, f_anti),
+                            f_values, f_anti)
+
+
+def disarm(logits, f, u):
+  """DisARM (Dong, Mnih and Tucker 2020, "DisARM: An antithetic gradient
+  estimator for binary latent variables", NeurIPS 2020; the multivariate
+  estimator). The paper's antithetic pair is (b_p, b~_p) = (b', b) here,
+  and its
+
+    ĝ_i = 1/2 (f(b_p) - f(b~_p)) (-1)^{b~_p,i} 1[b_p,i ≠ b~_p,i] σ(|ℓ_i|)
+        = (f(b) - f(b')) (b_i - 1/2) 1[b_i ≠ b'_i] σ(|ℓ_i|),
+
+  as (-1)^{b_i} = -(2 b_i - 1) where b_i ≠ b'_i. It is ARM's ĝ with u_i - 1/2
+  replaced by its conditional mean given the pair (b, b'), which is its mean
+  given (b_i, b'_i), so its variance per unit is at most ARM's
+  (Rao-Blackwell; the paper's theorem). The paper's
+  formula holds as written: its sign convention is checked by exact
+  enumeration in tests/test_bernoulli.py.
+
+  Args:
+    logits, f, u: see the module docstring; u is [..., d].
+  Returns:
+    A Result, estimate [..., d]; learning_signal = f(b) - f(b'), [...].
+  """
+  u = sg(u)
+  logits, b, b_anti, f_values, f_anti = _antithetic_pair(logits, f, u)
+  return _antithetic_result(
+      logits, disarm_estimate(logits, b, b_anti, f_values, f_anti), f_values,
+      f_anti)
 
 
 def concrete(logits, f, u, temperature):

@@ -29,6 +29,22 @@ def reinforce(hard):
   return loss, tf.sqrt(tf.reduce_mean(tf.square(learning_signal)))
 
 
+def reinforce_loo(hard, n_samples):
+  """REINFORCE with a per-example leave-one-out baseline (Kool et al. 2019):
+  the k = n_samples samples of an example (rows s·B + b, s < k, as
+  SBNModel.sample_step_inputs lays them out) each take the mean f of the
+  other k - 1 as their baseline.
+
+  Returns:
+    loss = -mean(sg(f - baseline) · Q + m).
+  """
+  f = tf.reshape(hard.elbo, [n_samples, -1])
+  others = (tf.reduce_sum(f, axis=0, keepdims=True) - f) / (n_samples - 1.0)
+  learning_signal = sg(tf.reshape(f - others, [-1]))
+  return -tf.reduce_mean(learning_signal * tf.add_n(hard.log_q)
+                         + hard.model_term)
+
+
 def nvil(hard, baseline):
   """NVIL: an input-dependent baseline c(x) (reference 6.2).
 
@@ -208,6 +224,30 @@ def relax_layer_estimate(elbo, activation, logits, c_z_tilde, reparam, eta):
   estimate, _ = bernoulli.relax_estimate(logits, activation, elbo, c_z_tilde,
                                          reparam, eta)
   return estimate
+
+
+def antithetic_layer_estimate(kind, hard, partner, layer, u):
+  """ARM's or DisARM's estimate of ∂E[f]/∂ℓ_l for layer l, per row: the
+  single-distribution estimate (bernoulli.arm_estimate,
+  bernoulli.disarm_estimate) with the layer's units as the Bernoulli
+  vector, the layers below at their hard samples, and f of each member of
+  the pair continuing the pass above l.
+
+  Args:
+    kind: 'arm' or 'disarm'.
+    hard: the hard Pass: b~_l = 1[u_l > σ(-ℓ_l)], f(b~).
+    partner: the Pass from layer l up with b_l = 1[u_l < σ(ℓ_l)]
+      (sbn.antithetic_sampler), f(b).
+    layer: l.
+    u: u_l, [B, H].
+  Returns:
+    ĝ_l, [B, H].
+  """
+  if kind == 'arm':
+    return bernoulli.arm_estimate(u, hard.elbo, partner.elbo)
+  return bernoulli.disarm_estimate(
+      hard.logits[layer], hard.activations[layer],
+      partner.activations[layer], hard.elbo, partner.elbo)
 
 
 def per_layer_surrogate(hard, estimates):

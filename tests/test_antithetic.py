@@ -1,0 +1,54 @@
+"""ARM, DisARM and REINFORCE with a per-example leave-one-out baseline on
+the SBN (SBNARM, SBNDisARM, SBNReinforceLOO): unbiased by exact
+enumeration (tests/enumeration.py: the mean of N_DRAWS estimates within
+UNBIASED_BELOW standard errors of the exact gradient on every element, fixed
+seeds), one and two layers, linear and nonlinear, tasks sbn and sp, several
+n_samples; and a DisARM without its σ(|ℓ|) factor caught by the same check
+(beyond BIASED_ABOVE standard errors)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rebar.estimators import bernoulli
+from rebar.hparams import HParamsError, parse_hparams
+from tests.enumeration import (BIASED_ABOVE, UNBIASED_BELOW, per_variable,
+                               z_scores)
+
+UNBIASED = [
+    'model=SBNARM,n_layer=1',
+    'model=SBNARM,n_layer=2,nonlinear=true',
+    'model=SBNARM,task=sp,n_layer=2,n_samples=2',
+    'model=SBNDisARM,n_layer=1',
+    'model=SBNDisARM,n_layer=2',
+    'model=SBNDisARM,n_layer=1,nonlinear=true,n_samples=3',
+    'model=SBNDisARM,task=sp,n_layer=2,n_samples=2',
+    'model=SBNReinforceLOO,n_samples=2',
+    'model=SBNReinforceLOO,n_layer=2,nonlinear=true,n_samples=3',
+    'model=SBNReinforceLOO,task=sp,n_layer=2,n_samples=2',
+]
+
+
+@pytest.mark.parametrize('text', UNBIASED)
+def test_estimator_is_unbiased(text):
+  z, slices = z_scores(text)
+  assert np.abs(z).max() < UNBIASED_BELOW, per_variable(z, slices)
+
+
+def test_disarm_without_its_sigma_factor_is_caught(monkeypatch):
+  """σ(|ℓ|) dropped (the estimate scaled by 1/σ(|ℓ|) per unit): biased on
+  the recognition variables."""
+  original = bernoulli.disarm_estimate
+
+  def broken(logits, b, b_anti, f_values, f_anti):
+    return original(logits, b, b_anti, f_values, f_anti) / tf.sigmoid(
+        tf.abs(logits))
+
+  monkeypatch.setattr(bernoulli, 'disarm_estimate', broken)
+  z, slices = z_scores('model=SBNDisARM,n_layer=1')
+  assert np.abs(z).max() > BIASED_ABOVE, per_variable(z, slices)
+
+
+def test_reinforce_loo_needs_two_samples_per_example():
+  with pytest.raises(HParamsError, match='n_samples to 2 or more'):
+    parse_hparams('model=SBNReinforceLOO')
