@@ -43,7 +43,8 @@ EPOCH_LINES = {
     'SBNTrackGradVariances': (
         'ELBO, temperature, ∂V/∂t, (∂V/∂t)², the deviation of each '
         'estimator\'s gradient EMA from their mean (NVIL, SimpleMuProp, '
-        'MuProp, DynamicREBAR, REBAR; RELAX with track_relax), log mean '
+        'MuProp, DynamicREBAR, REBAR; then ARM, DisARM, RELAX as track_extra '
+        'adds them), log mean '
         'squared mean gradient: -inf after the first epoch, whose first step '
         'reads EMAs that start at zero, as the original printed'),
     'SBNRelax': 'ELBO, temperature of each layer, then η of each layer',
@@ -66,7 +67,11 @@ MAX_RUN_NAME_BYTES = 255
 RUN_NAME_HASH_DIGITS = 12
 # Hparams that the original did not have.
 EXTENSIONS = ('sp_multilayer', 'quadratic_fix', 'relax_cv', 'relax_depth',
-              'relax_weight_decay', 'var_lr_scale', 'track_relax')
+              'relax_weight_decay', 'var_lr_scale', 'track_relax',
+              'track_extra')
+# Estimators SBNTrackGradVariances can add to its five (hparam track_extra),
+# in the order they are added.
+TRACK_EXTRAS = ('arm', 'disarm', 'relax')
 
 
 # One line per hparam, for `rebar_train --help` (the README's hparams table
@@ -106,7 +111,10 @@ HPARAM_HELP = {
                           'variance objective',
     'var_lr_scale': 'added, RELAX: learning-rate multiple of the variance '
                     'objective\'s Adam',
-    'track_relax': 'added: RELAX in SBNTrackGradVariances\' comparison',
+    'track_relax': 'added: RELAX in SBNTrackGradVariances\' comparison (the '
+                   'same as track_extra=relax)',
+    'track_extra': 'added: estimators SBNTrackGradVariances adds to its five, '
+                   'joined by +, among arm, disarm, relax (e.g. arm+disarm)',
 }
 
 
@@ -132,6 +140,9 @@ class HParams:
     relax_weight_decay: L2 weight decay on ρ in the variance objective.
     var_lr_scale: learning-rate multiple of the variance-objective Adam.
     track_relax: add RELAX to SBNTrackGradVariances' comparison.
+  track_extra: estimators SBNTrackGradVariances adds to its five, joined by
+    `+` (the hparams string separates pairs by commas), among TRACK_EXTRAS;
+    track_relax=true adds `relax` too.
   """
   model: str = 'SBNGumbel'
   n_hidden: int = 200
@@ -155,6 +166,15 @@ class HParams:
   relax_weight_decay: float = 0.001
   var_lr_scale: float = 10.0
   track_relax: bool = False
+  track_extra: str = ''
+
+  def tracked_extras(self):
+    """The extra estimators of SBNTrackGradVariances, in TRACK_EXTRAS
+    order: track_extra's, and relax for track_relax."""
+    named = set(filter(None, self.track_extra.split('+')))
+    if self.track_relax:
+      named.add('relax')
+    return tuple(e for e in TRACK_EXTRAS if e in named)
 
   def values(self):
     """All hyperparameters as a dict name -> value."""
@@ -278,6 +298,13 @@ class HParams:
       raise HParamsError(
           'batch_size * n_samples must be at least 2 (leave-one-out centering '
           'needs two rows), got %d * %d' % (self.batch_size, self.n_samples))
+    extras = [e for e in self.track_extra.split('+') if e]
+    unknown = [e for e in extras if e not in TRACK_EXTRAS]
+    if unknown or len(set(extras)) < len(extras) or (
+        self.track_extra and len(extras) != self.track_extra.count('+') + 1):
+      raise HParamsError('track_extra takes estimators joined by +, each '
+                         'once, among %s; got %r'
+                         % (', '.join(TRACK_EXTRAS), self.track_extra))
     if self.model == 'SBNReinforceLOO' and self.n_samples < 2:
       raise HParamsError('SBNReinforceLOO leaves one of each example\'s '
                          'samples out: set n_samples to 2 or more, got %d'

@@ -166,7 +166,8 @@ def parameter_counts(hparams):
       'SBNARM': 0,
       'SBNDisARM': 0,
       'SBNTrackGradVariances': (baseline + simple_muprop + muprop + 2 * rebar
-                                + 1 + (relax if h.track_relax else 0)),
+                                + 1 + (relax if 'relax' in h.tracked_extras()
+                                       else 0)),
   }[h.model]
   return model, aux
 
@@ -223,7 +224,8 @@ def step_passes(hparams):
       'SBNARM': [hard, antithetic],
       'SBNDisARM': [hard, antithetic],
       'SBNTrackGradVariances': [hard, mean, mean, dynamic, rebar] + (
-          [relax] if hparams.track_relax else []),
+          [relax] if 'relax' in hparams.tracked_extras() else []) + [
+              antithetic for e in hparams.tracked_extras() if e != 'relax'],
   }[hparams.model]
   return sum(p for p, _ in parts), sum(l for _, l in parts)
 
@@ -232,7 +234,7 @@ def _param_floats(hparams):
   """Floats per model parameter (PARAM_FLOATS and the extras)."""
   floats = PARAM_FLOATS
   if hparams.model == 'SBNTrackGradVariances':
-    extra_estimators = 5 if hparams.track_relax else 4
+    extra_estimators = 4 + len(hparams.tracked_extras())
     floats += PARAM_FLOATS_PER_TRACKED_ESTIMATOR * extra_estimators
   if hparams.model in ('SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances'):
     floats += PARAM_FLOATS_REBAR
@@ -242,7 +244,7 @@ def _param_floats(hparams):
 def _uses_relax_network(hparams):
   relax_model = (hparams.model in ('SBNRelax', 'SBNRebarPerLayer')
                  or (hparams.model == 'SBNTrackGradVariances'
-                     and hparams.track_relax))
+                     and 'relax' in hparams.tracked_extras()))
   return relax_model and _relax_cv(hparams) != 'rebar'
 
 

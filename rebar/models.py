@@ -224,12 +224,16 @@ class SBNTrackGradVariances(SBNModel):
   auxiliary variables get their usual update. Per estimator k, EMAs of g_k
   and g_k² (decay 0.999, from zero); with μ = mean_k ema(g_k), its variance
   is mean(ema(g_k²) - μ²). Figures are read before this step's EMA update,
-  as the original's printed -inf after the first epoch shows.
+  as the original's printed -inf after the first epoch shows. Hparam
+  track_extra adds ARM, DisARM and RELAX; μ is over every tracked
+  estimator, so adding one moves the others' figures a little.
   """
 
   ESTIMATOR_NAMES = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR',
                      'REBAR')
   APPLIED = 'SimpleMuProp'
+  # Names of the estimators hparam track_extra adds.
+  EXTRA_NAMES = {'arm': 'ARM', 'disarm': 'DisARM', 'relax': 'RELAX'}
 
   def build_estimators(self, generator):
     estimators_ = [NVILEstimator(self.network, generator),
@@ -238,15 +242,18 @@ class SBNTrackGradVariances(SBNModel):
                    RebarEstimator(self.network, generator, dynamic=True,
                                   name='dynamic_rebar'),
                    RebarEstimator(self.network, generator)]
-    if self.hparams.track_relax:
-      estimators_.append(relax_estimator(self.network, generator))
+    for extra in self.hparams.tracked_extras():
+      if extra == 'relax':
+        estimators_.append(relax_estimator(self.network, generator))
+      else:
+        estimators_.append(AntitheticEstimator(self.network, generator, extra))
     return estimators_
 
   variances_by_name = True
 
   def __init__(self, hparams, mean_xs, seed):
-    if hparams.track_relax:
-      self.ESTIMATOR_NAMES = self.ESTIMATOR_NAMES + ('RELAX',)
+    self.ESTIMATOR_NAMES = self.ESTIMATOR_NAMES + tuple(
+        self.EXTRA_NAMES[e] for e in hparams.tracked_extras())
     # Sorted by name, as the original printed them.
     self.variance_names = tuple(sorted(self.ESTIMATOR_NAMES))
     super().__init__(hparams, mean_xs, seed)

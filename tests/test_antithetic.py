@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from rebar.estimators import bernoulli
+from rebar import models
 from rebar.hparams import HParamsError, parse_hparams
 from tests.enumeration import (BIASED_ABOVE, UNBIASED_BELOW, per_variable,
                                z_scores)
@@ -52,3 +53,24 @@ def test_disarm_without_its_sigma_factor_is_caught(monkeypatch):
 def test_reinforce_loo_needs_two_samples_per_example():
   with pytest.raises(HParamsError, match='n_samples to 2 or more'):
     parse_hparams('model=SBNReinforceLOO')
+
+
+@pytest.mark.parametrize('name', ['ARM', 'DisARM'])
+def test_arm_and_disarm_inside_track_grad_variances_are_unbiased(name):
+  z, slices = z_scores('model=SBNTrackGradVariances,n_layer=2,'
+                       'track_extra=disarm+arm', name)
+  assert np.abs(z).max() < UNBIASED_BELOW, (name, per_variable(z, slices))
+
+
+def test_track_extra_names_and_order():
+  """Extras come after the five in TRACK_EXTRAS order whatever the order
+  given; track_relax is track_extra's relax; bad values are refused."""
+  hparams = parse_hparams('model=SBNTrackGradVariances,track_extra=relax+arm,'
+                          'track_relax=true')
+  assert hparams.tracked_extras() == ('arm', 'relax')
+  model = models.build_model(hparams, np.full(784, 0.5, np.float32), 0)
+  assert model.ESTIMATOR_NAMES[5:] == ('ARM', 'RELAX')
+  assert 'deviation_ARM' in model.printed_names
+  for bad in ('arm+arm', 'rebar', 'arm+', '+arm'):
+    with pytest.raises(HParamsError, match='track_extra'):
+      parse_hparams('track_extra=' + bad)

@@ -355,7 +355,7 @@ def test_omniglot_checksum_recorded_then_verified(small_sources):
   (data_dir / 'omniglot.npz').unlink()
   with open(data_dir / 'chardata.mat', 'ab') as f:
     f.write(b'x')
-  with pytest.raises(data.DataError, match='download_data.py'):
+  with pytest.raises(data.DataError, match='`download_data --datasets='):
     data.load_data(hparams('omni'), data_dir)
   assert not (data_dir / 'chardata.mat').exists()
   assert data.download(['omniglot'], data_dir, src.urls) == {'omniglot': None}
@@ -653,7 +653,7 @@ def test_corrupt_raw_file_is_deleted_then_downloaded_again(small_sources):
   raw = data_dir / 'binarized_mnist_valid.amat'
   raw.write_bytes(raw.read_bytes().replace(b'0', b'1', 1).replace(
       b'1', b'0', 2))
-  with pytest.raises(data.DataError, match='corrupt.*download_data.py'):
+  with pytest.raises(data.DataError, match='corrupt.*`download_data --datasets='):
     data.load_data(hparams('sbn'), data_dir)
   assert not raw.exists()
   assert data.download(['binarized_mnist'], data_dir, src.urls) == {
@@ -743,8 +743,9 @@ def test_missing_data_names_the_fix(tmp_path):
       call()
     message = str(info.value)
     assert '\n' not in message
-    for needed in ('download_data.py', '--mnist_binarized_url', '--mnist_url',
-                   '--omniglot_url', '--data_dir'):
+    # The installed command, not the script's path.
+    for needed in ('`download_data --datasets=', '--mnist_binarized_url',
+                   '--mnist_url', '--omniglot_url', '--data_dir'):
       assert needed in message
   assert not data_dir.exists()  # Nothing was created or downloaded.
 
@@ -755,7 +756,7 @@ def test_ensure_data_downloads_what_a_run_needs(small_sources):
       'binarized_mnist', 'mnist')
   assert not (data_dir / 'chardata.mat').exists()
   failing = dict(src.urls, omniglot_url=str(src.src / 'missing.mat'))
-  with pytest.raises(data.DataError, match='download_data.py'):
+  with pytest.raises(data.DataError, match='`download_data --datasets='):
     data.ensure_data('omni', False, data_dir, failing)
 
 

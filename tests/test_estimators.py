@@ -83,7 +83,8 @@ def test_each_tracked_estimator_is_unbiased(name, config):
 
 @pytest.mark.parametrize('config', [
     'n_layer=1', 'n_layer=2,nonlinear=true', 'n_layer=2,quadratic=false',
-    'n_layer=2,task=sp', 'n_layer=2,track_relax=true'])
+    'n_layer=2,task=sp', 'n_layer=2,track_relax=true',
+    'n_layer=2,track_extra=arm+disarm+relax'])
 @pytest.mark.parametrize('jit', [False, True])
 def test_track_estimators_share_generative_gradients(config, jit):
   """The tracker keeps one EMA for the generative variables because every
