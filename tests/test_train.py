@@ -279,7 +279,7 @@ def test_resume_and_determinism(mirror_data_dir, tmp_path):
     (['--eval_samples=150'], 'multiple of 100'),
     (['--working_dir=/proc/forbidden'], '--working_dir'),
     (['--download=false', '--data_dir={tmp_path}/no_data_here'],
-     'download_data.py'),
+     '`download_data --datasets=binarized_mnist'),
     (['--hparams=model=SBN,', 'n_layer=2'], 'unexpected arguments: n_layer=2'),
     (['--hparams=n_layer=1,n_layer=2'], 'n_layer'),
     (['--hparams=learning_rate=inf'], 'learning_rate'),
