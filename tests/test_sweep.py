@@ -309,7 +309,9 @@ def test_every_shipped_config_loads():
   expected = {'generative_mnist': 3 * (4 * 3 + 3 * 4) * 3,
               'generative_omniglot': 3 * (4 * 3 + 3 * 4) * 3,
               'structured_prediction': 45 * 3, 'variance_figure': 2,
-              'mini_mnist_linear1': 5}
+              'mini_mnist_linear1': 5,
+              # 4 models + SBNGumbel at 2 temperatures, one rate and trial.
+              'full_mnist_linear1': 6}
   for name, n_runs in expected.items():
     config = sweep.load_config(CONFIGS / (name + '.json'))
     assert len(sweep.expand_runs(config)) == n_runs, name
