@@ -30,6 +30,7 @@ from rebar import checkpoints as checkpoints_module
 from rebar import runlog
 from rebar import train as training
 from rebar.hparams import parse_hparams
+from tests.runs import run_dir_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HPARAMS = 'model=SBN,learning_rate=0.0003'
@@ -53,13 +54,6 @@ def environment(**extra):
 def run(argv, **env):
   return subprocess.run(argv, capture_output=True, text=True,
                         env=environment(**env), cwd=str(REPO), timeout=600)
-
-
-def run_dir_of(working_dir):
-  """The working directory's one run directory (beside `tensorboard`)."""
-  (path,) = [p for p in pathlib.Path(working_dir).iterdir()
-             if p.name != 'tensorboard']
-  return path
 
 
 def records(run_dir):

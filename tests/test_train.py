@@ -17,6 +17,7 @@ from rebar import runtime
 from rebar import evaluation
 from rebar import train as training
 from rebar.hparams import parse_hparams
+from tests.runs import run_dir_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -218,13 +219,6 @@ def run_script(*args, check=True):
   if check:
     assert result.returncode == 0, result.stderr[-3000:]
   return result
-
-
-def run_dir_of(working_dir):
-  """The working directory's one run directory (beside `tensorboard`)."""
-  (run_dir,) = [p for p in pathlib.Path(working_dir).iterdir()
-                if p.name != 'tensorboard']
-  return run_dir
 
 
 def load_checkpoint(working_dir):
