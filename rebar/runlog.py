@@ -9,8 +9,7 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from rebar.rundir import RunDirError, strict_json
-from rebar.rundir import write_text as write_file
+from rebar.rundir import RunDirError, strict_json, write_text
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -29,7 +28,7 @@ def write_scalar(name, value, step):
                    metadata=_plugin_metadata('scalars'))
 
 
-def write_text(name, markdown, step):
+def write_markdown(name, markdown, step):
   """A text summary (TensorBoard's Text tab renders markdown)."""
   tf.summary.write(name, tf.constant(markdown), step=step,
                    metadata=_plugin_metadata('text'))
@@ -94,7 +93,7 @@ class RunLog:
                hparams=None):
     self.path = os.path.join(run_dir, METRICS_FILE)
     self.records = self._kept_records(committed, resume_step)
-    write_file(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
+    write_text(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
                                   for r in self.records))
     self._keys = {(r['kind'], r['step']) for r in self.records}
     tensorboard_dir = tensorboard_dir or run_dir
@@ -108,7 +107,7 @@ class RunLog:
     self.writer = tf.summary.create_file_writer(tensorboard_dir)
     if hparams is not None:
       with self.writer.as_default():
-        write_text('hparams', hparams_markdown(hparams), 0)
+        write_markdown('hparams', hparams_markdown(hparams), 0)
     for record in self.records:
       self._summarize(record)
     self.writer.flush()

@@ -133,9 +133,12 @@ def conditional_noise(logits, u):
 
 
 def center(f):
-  """Leave-one-out centering f_r - (Σ_s f_s - f_r) / (B - 1); [B] -> [B]."""
+  """Leave-one-out centering along the leading axis: f_r minus the mean of
+  the other entries, f_r - (Σ_s f_s - f_r) / (K - 1); [K, ...] -> [K, ...]
+  (the batch's rows for REINFORCE, an example's samples for REINFORCE
+  LOO)."""
   n = tf.cast(tf.shape(f)[0], f.dtype)
-  return f - (tf.reduce_sum(f) - f) / (n - 1.0)
+  return f - (tf.reduce_sum(f, axis=0) - f) / (n - 1.0)
 
 
 # Samplers: functions (layer, logits) -> activation, built per pass.

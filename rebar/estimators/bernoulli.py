@@ -78,7 +78,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from rebar.sbn import hard_sample, logistic_sample, relaxed_sample
+from rebar.sbn import center, hard_sample, logistic_sample, relaxed_sample
 
 sg = tf.stop_gradient
 
@@ -174,11 +174,7 @@ def reinforce_loo(logits, f, u):
   logits = _per_row_logits(logits, u)
   b = _hard(logits, u)
   f_values = f(b)
-  k = tf.cast(tf.shape(u)[0], u.dtype)
-  f_stopped = sg(f_values)
-  others = (tf.reduce_sum(f_stopped, axis=0, keepdims=True) - f_stopped) / (
-      k - 1.0)
-  return _score_function(logits, b, f_values, f_stopped - others)
+  return _score_function(logits, b, f_values, center(sg(f_values)))
 
 
 def _antithetic_pair(logits, f, u):

@@ -38,9 +38,8 @@ def reinforce_loo(hard, n_samples):
   Returns:
     loss = -mean(sg(f - baseline) · Q + m).
   """
-  f = tf.reshape(hard.elbo, [n_samples, -1])
-  others = (tf.reduce_sum(f, axis=0, keepdims=True) - f) / (n_samples - 1.0)
-  learning_signal = sg(tf.reshape(f - others, [-1]))
+  learning_signal = sg(tf.reshape(
+      center(tf.reshape(hard.elbo, [n_samples, -1])), [-1]))
   return -tf.reduce_mean(learning_signal * tf.add_n(hard.log_q)
                          + hard.model_term)
 
