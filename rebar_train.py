@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 
 from rebar import cli
+from rebar import costs
 from rebar import data
 from rebar import hparams as hparams_lib
 from rebar import memory
@@ -48,6 +49,12 @@ flags.DEFINE_bool('final_eval', False,
 flags.DEFINE_integer('eval_images', 0,
                      'Evaluate on the first N validation and test images '
                      '(0: all, as the original).')
+flags.DEFINE_string('cost_table', '',
+                    'Benchmark results (bench/benchmark.py\'s JSON) whose ms '
+                    'per step give each train record\'s cost and log(variance '
+                    'x ms) (rebar/costs.py); empty: the repository\'s '
+                    'bench/results.json where it exists; none: leave them '
+                    'out.')
 flags.DEFINE_bool('xla', True,
                   'Compile the training steps with XLA (same math, faster).')
 # Shared with the other commands: defined once, in rebar/cli.py.
@@ -136,6 +143,7 @@ def main(argv):
   except HParamsError as e:
     fail('--hparams: %s' % e)
   check_flags()
+  cost_table = load_cost_table()
   if (hparams.model in ('SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances')
       and hparams.quadratic and not hparams.quadratic_fix
       and hparams.n_layer >= 2):
@@ -158,14 +166,17 @@ def main(argv):
   seed = run_seed(run_dir, FLAGS.seed)
   stop = rundir.StopRequest()
   with stop.installed():
-    train_in(run_dir, lock, hparams, seed, train, valid, test, stop)
+    train_in(run_dir, lock, hparams, seed, train, valid, test, stop,
+             cost_table)
 
 
-def train_in(run_dir, lock, hparams, seed, train, valid, test, stop):
+def train_in(run_dir, lock, hparams, seed, train, valid, test, stop,
+             cost_table):
   """Builds the model and trains it in the locked `run_dir`; exits with a
   clear line on a stop signal, divergence or damaged state."""
   try:
-    build_and_train(run_dir, hparams, seed, train, valid, test, stop)
+    build_and_train(run_dir, hparams, seed, train, valid, test, stop,
+                    cost_table)
   except rundir.Stopped as e:
     sys.stderr.write('rebar_train.py: %s; checkpoint saved in %s; run the '
                      'same command to resume\n' % (e, run_dir))
@@ -183,7 +194,8 @@ def train_in(run_dir, lock, hparams, seed, train, valid, test, stop):
     lock.release()
 
 
-def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
+def build_and_train(run_dir, hparams, seed, train, valid, test, stop,
+                    cost_table):
   # TensorFlow is imported only now, so that argument and data errors are
   # reported at once.
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -213,7 +225,19 @@ def build_and_train(run_dir, hparams, seed, train, valid, test, stop):
                  out=lambda line: print(line, flush=True), stop=stop,
                  eval_jit_compile=fusion_emitters,
                  tensorboard_dir=os.path.join(
-                     FLAGS.working_dir, TENSORBOARD_DIR, hparams.short_name()))
+                     FLAGS.working_dir, TENSORBOARD_DIR, hparams.short_name()),
+                 cost_table=cost_table)
+
+
+def load_cost_table():
+  """The CostTable --cost_table names, or None."""
+  if FLAGS.cost_table == 'none' or (
+      not FLAGS.cost_table and not costs.DEFAULT_TABLE.exists()):
+    return None
+  try:
+    return costs.load_table(FLAGS.cost_table or None)
+  except costs.CostError as e:
+    fail('--cost_table: %s' % e)
 
 
 def run():

@@ -9,6 +9,10 @@ compiles and warms up (50 + STEPS steps), then times REPEATS blocks of STEPS
 training steps, and reports the median and spread of milliseconds per step,
 the warm-up time (compilation included) and the process's peak resident
 memory.
+The models the original lacks (NEW_MODELS) get cells too, with no reference
+to compare; each cell's --hparams (rebar.costs.cell_hparams: SBNRelax in its
+tuned setting, SBNReinforceLOO with 2 samples) is recorded with it, and
+rebar.costs reads the cells as the estimators' costs.
 Each cell runs in `--processes` fresh processes (default 3; the cell's
 median is the median of theirs). Times are normalised by the median
 `machine_ref_ms` of ../shared/bench/machine_ref.py, run in the same
@@ -35,12 +39,12 @@ sys.path.insert(0, str(REPO))
 # Imports no TensorFlow (time_evaluation_in_subprocess says why that matters).
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rebar import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rebar import costs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MACHINE_REF = REPO.parent / 'shared' / 'bench' / 'machine_ref.py'
 # machine_ref_ms where the reference table was taken.
 REFERENCE_MACHINE_MS = 1.2
-CONFIGS = {'linear1': 'n_layer=1', 'linear2': 'n_layer=2',
-           'nonlinear1': 'n_layer=1,nonlinear=true'}
+CONFIGS = costs.COLUMNS
 # The original TF1 code's median ms per step on a 2-core machine (one
 # sess.run per step, 300 steps after 50 warm-up), from the speed issue.
 REFERENCE_MS = {
@@ -53,6 +57,8 @@ REFERENCE_MS = {
     'SBNGumbel': (2.06, 2.71, 2.88),
     'SBNTrackGradVariances': (15.08, 25.00, 21.66),
 }
+# Models the original does not have: timed, with no reference to compare.
+NEW_MODELS = ('SBNReinforceLOO', 'SBNARM', 'SBNDisARM', 'SBNRelax')
 REFERENCE_EVAL_S = 26.0  # 100-sample bound on 10,000 valid + 10,000 test
 SCALING = {
     'batch_size': ('batch_size=96', 'batch_size=384'),
@@ -240,7 +246,7 @@ def define_flags(flag_values):
                        flag_values=flag_values)
   flags.DEFINE_integer('steps', 100, 'Training steps per timed block.',
                        lower_bound=1, flag_values=flag_values)
-  flags.DEFINE_string('models', ','.join(REFERENCE_MS),
+  flags.DEFINE_string('models', ','.join(tuple(REFERENCE_MS) + NEW_MODELS),
                       'Comma-separated models to time.',
                       flag_values=flag_values)
   flags.DEFINE_integer('processes', 3,
@@ -281,19 +287,22 @@ def time_cells(args, repeats, report):
       'ref_ms', 'speedup'), flush=True)
   for name in args.models.split(','):
     for column in columns:
-      text = 'model=%s,learning_rate=0.0003,%s' % (name, CONFIGS[column])
+      text = costs.cell_hparams(name, column)
       if args.quick:
         cell = time_cell(text, args.data_dir, repeats, args.steps,
                          own_process=False)
       else:
         cell = time_cell_in_subprocess(text, args.data_dir, repeats,
                                        args.steps, args.processes)
-      cell['reference_ms'] = REFERENCE_MS[name][list(CONFIGS).index(column)]
+      cell['hparams'] = text
+      cell['reference_ms'] = (REFERENCE_MS[name][list(CONFIGS).index(column)]
+                              if name in REFERENCE_MS else None)
       report['cells']['%s/%s' % (name, column)] = cell
-      print('%-22s %-10s %9.2f %7.2f-%-7.2f %9.1f %8.0f %8.2f' % (
+      print('%-22s %-10s %9.2f %7.2f-%-7.2f %9.1f %8.0f %8s' % (
           name, column, cell['median_ms'], cell['min_ms'], cell['max_ms'],
-          cell['first_call_s'], cell['peak_rss_mb'], cell['reference_ms']),
-            flush=True)
+          cell['first_call_s'], cell['peak_rss_mb'],
+          '-' if cell['reference_ms'] is None
+          else '%.2f' % cell['reference_ms']), flush=True)
     if not args.quick:
       refs.append(machine_ref_ms())
   return refs
@@ -335,11 +344,17 @@ def normalise(report, refs):
                                        'ref_norm', 'speedup'))
   for key, cell in report['cells'].items():
     cell['normalised'] = cell['median_ms'] / machine
+    if cell['reference_ms'] is None:
+      print('%-22s %-10s %10.3f %10s %8s' % (*key.split('/'),
+                                             cell['normalised'], '-', '-'))
+      continue
     reference = cell['reference_ms'] / REFERENCE_MACHINE_MS
     cell['speedup'] = reference / cell['normalised']
     speedups.append(cell['speedup'])
     print('%-22s %-10s %10.3f %10.3f %8.2f' % (
         *key.split('/'), cell['normalised'], reference, cell['speedup']))
+  if not speedups:
+    return
   geo = 1.0
   for s in speedups:
     geo *= s ** (1.0 / len(speedups))

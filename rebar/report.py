@@ -33,6 +33,7 @@ import sys
 from absl import flags
 
 from rebar import cli
+from rebar import costs
 from rebar.config import ConfigError
 from rebar.config import load_config
 # Re-exported: these lived here before the report was split in three.
@@ -52,13 +53,20 @@ from rebar.report_tables import CSV_COLUMNS
 from rebar.report_tables import markdown
 from rebar.report_tables import table_rows
 from rebar.report_tables import write_csv
+from rebar.report_work import work_markdown
+from rebar.report_work import work_rows
 # pylint: enable=unused-import,g-importing-member
 
 PLOTS_HINT = 'figures skipped: `pip install .[plots]` (matplotlib) gives them'
 
 
-def make_report(config, working_dir, out_dir, figures=True):
+def make_report(config, working_dir, out_dir, figures=True, cost_table=None,
+                cost_problem=None):
   """Writes report.md, report.csv (and figures) to `out_dir`.
+
+  `cost_table` (a rebar.costs.CostTable) gives the estimators' costs for the
+  variance-per-work table and figure panel; without one, the table says
+  why: `cost_problem`.
 
   Returns (rows of report.csv, list of figure files or None without
   matplotlib).
@@ -74,17 +82,37 @@ def make_report(config, working_dir, out_dir, figures=True):
   rows = table_rows(config, groups, chosen, published)
   try:
     os.makedirs(out_dir, exist_ok=True)
-    written = write_figures(config, groups, chosen, out_dir) if figures else []
+    written = (write_figures(config, groups, chosen, out_dir, cost_table)
+               if figures else [])
     write_csv(os.path.join(out_dir, 'report.csv'), rows)
     with open(os.path.join(out_dir, 'report.md'), 'w') as f:
       f.write(markdown(config, working_dir, groups, chosen, published,
                        sources, checkpoint_comparison(config, collected,
                                                       checkpoints),
-                       written or []))
+                       written or [],
+                       work_markdown(work_rows(config, groups, chosen,
+                                               cost_table),
+                                     cost_table, cost_problem)))
   except OSError as e:
     raise ReportError('cannot write the report to %s (%s); pass a writable '
                       '--out' % (out_dir, e.strerror or e)) from None
   return rows, written
+
+
+def load_costs(flag):
+  """(CostTable or None, why none) of the --cost_table value `flag`.
+
+  A default file that is missing or unusable leaves the costs out, with the
+  reason in the report; a file the user named must work.
+  """
+  if flag == 'none':
+    return None, '--cost_table=none'
+  try:
+    return costs.load_table(flag or None), None
+  except costs.CostError as e:
+    if flag:
+      raise ReportError('--cost_table: %s' % e) from None
+    return None, str(e)
 
 
 def define_flags(flag_values):
@@ -96,6 +124,11 @@ def define_flags(flag_values):
                       flag_values=flag_values)
   flags.DEFINE_bool('no_figures', False, 'Skip the PNG figures.',
                     flag_values=flag_values)
+  flags.DEFINE_string('cost_table', '',
+                      'Benchmark results (bench/benchmark.py\'s JSON) that '
+                      'give the estimators\' costs (rebar/costs.py); empty: '
+                      'the repository\'s bench/results.json; none: no '
+                      'variance-per-work figures.', flag_values=flag_values)
 
 
 COMMAND = cli.Command(
@@ -115,8 +148,11 @@ def main(argv=None):
   out_dir = args.out or os.path.join(args.working_dir, 'report')
   try:
     config = load_config(args.config)
+    cost_table, cost_problem = load_costs(args.cost_table)
     rows, written = make_report(config, args.working_dir, out_dir,
-                                figures=not args.no_figures)
+                                figures=not args.no_figures,
+                                cost_table=cost_table,
+                                cost_problem=cost_problem)
   except (ConfigError, ReportError) as e:
     sys.stderr.write('rebar.report: error: %s\n' % e)
     return 2

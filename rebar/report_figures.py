@@ -2,13 +2,16 @@
 
 Each shows, at the learning rate (and grid point, for a model with a grid
 of its own) selected for each model, the training ELBO and the gradient
-log-variance against steps, averaged over trials.
+log-variance against steps, averaged over trials, and, where a benchmark
+cell gives the estimator's cost, log(variance × ms) (rebar.report_work).
 """
 
+import math
 import os
 
 from rebar.config import model_label
 from rebar.report_numbers import curves
+from rebar.report_work import curve_cost
 
 
 # A curve of this many points or fewer is drawn with markers: a run with one
@@ -21,26 +24,36 @@ def plot_style(n_points):
   return {'marker': 'o', 'markersize': 4} if n_points <= MARKERS_UP_TO else {}
 
 
-def figure_series(config, groups, chosen, setting):
+PANELS = ('elbo', 'variance', 'work')
+
+
+def figure_series(config, groups, chosen, setting, cost_table=None):
   """The curves of one setting's figure: [(panel, label, steps, values)],
-  panel 'elbo' or 'variance', at each model's selected learning rate (and
-  grid point), averaged over trials."""
+  panel one of PANELS, at each model's selected learning rate (and grid
+  point), averaged over trials; 'work' curves (log variance + log ms) only
+  with a `cost_table` cell for the estimator."""
   series = []
   for model in config.models:
     choice = chosen[(setting, model)]
     if choice.rate is None:
       continue
-    lines = curves(groups[choice.key(setting, model)]['records'])
+    group = groups[choice.key(setting, model)]
     label_model = model_label(model, choice.grid)
-    for name, (steps, values) in sorted(lines.items()):
+    for name, (steps, values) in sorted(curves(group['records']).items()):
       label = ('%s, lr %g' % (label_model, choice.rate) if '/' not in name
                else '%s: %s' % (label_model, name.split('/', 1)[1]))
-      series.append(('elbo' if name == 'elbo' else 'variance', label, steps,
-                     values))
+      if name == 'elbo':
+        series.append(('elbo', label, steps, values))
+        continue
+      series.append(('variance', label, steps, values))
+      ms, _ = curve_cost(cost_table, group, name)
+      if ms is not None:
+        series.append(('work', label, steps,
+                       [v + math.log(ms) for v in values]))
   return series
 
 
-def write_figures(config, groups, chosen, out_dir):
+def write_figures(config, groups, chosen, out_dir, cost_table=None):
   """One PNG per setting; returns [(setting, file name)], or None without
   matplotlib."""
   try:
@@ -51,11 +64,15 @@ def write_figures(config, groups, chosen, out_dir):
     return None
   written = []
   for setting in config.settings:
-    fig, (ax_elbo, ax_var) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = figure_series(config, groups, chosen, setting, cost_table)
+    panels = [p for p in PANELS if p != 'work' or
+              any(s[0] == 'work' for s in series)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
+    axes = dict(zip(panels, axes))
+    ax_elbo, ax_var = axes['elbo'], axes['variance']
     lowest_late = []
-    for panel, label, steps, values in figure_series(config, groups, chosen,
-                                                     setting):
-      ax = ax_elbo if panel == 'elbo' else ax_var
+    for panel, label, steps, values in series:
+      ax = axes[panel]
       ax.plot(steps, values, label=label, **plot_style(len(steps)))
       if panel == 'elbo' and len(values) > 4:
         # The first epochs are far below the rest; keep them out of view.
@@ -68,7 +85,10 @@ def write_figures(config, groups, chosen, out_dir):
                 ylabel='epoch-mean ELBO (nats)')
     ax_var.set(title='%s: gradient log-variance' % setting, xlabel='step',
                ylabel='log variance')
-    for ax in (ax_elbo, ax_var):
+    if 'work' in axes:
+      axes['work'].set(title='%s: variance per unit of work' % setting,
+                       xlabel='step', ylabel='log(variance × ms per step)')
+    for ax in axes.values():
       ax.grid(alpha=0.3)
       if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize='small')

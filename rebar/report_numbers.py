@@ -121,7 +121,7 @@ def aggregate(config, collected):
   """{group_key(setting, model, learning_rate, grid): group dict} over trials.
 
   A group holds: setting, model, learning_rate and grid (its key's parts),
-  trials (configured), runs (with data), steps_min/max, train_elbo,
+  hparams (the --hparams of its first trial), trials (configured), runs (with data), steps_min/max, train_elbo,
   valid_iw_bound, test_iw_bound as (mean, se, n), and the per-trial
   summaries. The groups are in the order of the runs.
   """
@@ -132,10 +132,12 @@ def aggregate(config, collected):
         for grid in grid_points(config, model):
           groups[group_key(setting, model, rate, grid)] = {
               'setting': setting, 'model': model, 'learning_rate': rate,
-              'grid': grid, 'summaries': [], 'records': []}
+              'grid': grid, 'summaries': [], 'records': [],
+              'hparams': None}
   for run, (summary, records) in collected.items():
     group = groups[group_key(run.setting, run.model, run.learning_rate,
                              run.grid)]
+    group['hparams'] = group['hparams'] or run.hparams
     if summary is not None:
       group['summaries'].append(summary)
       group['records'].append(records)

@@ -95,8 +95,9 @@ def write_csv(path, rows):
 
 
 def markdown(config, working_dir, groups, chosen, published, sources,
-             checkpoint_rows, figures):
-  """The text of report.md."""
+             checkpoint_rows, figures, work_lines=()):
+  """The text of report.md; `work_lines` are the variance-per-work
+  section's (rebar.report_work.work_markdown)."""
   notes = []  # Published sources, numbered in order of first use.
   lines = _preamble(config, working_dir)
   lines += _selected_table(config, groups, chosen, published, notes)
@@ -109,10 +110,12 @@ def markdown(config, working_dir, groups, chosen, published, sources,
   lines += _every_rate_table(groups, chosen)
   if checkpoint_rows:
     lines += _checkpoint_table(checkpoint_rows, sources)
+  lines += list(work_lines)
   if figures:
     lines += ['## Figures', '',
-              'Training ELBO and gradient log-variance against steps, at the '
-              'selected learning rate (mean over trials).', '']
+              'Training ELBO, gradient log-variance and, where the estimator '
+              'has a cost, log(variance × ms) against steps, at the selected '
+              'learning rate (mean over trials).', '']
     for setting, name in figures:
       lines += ['![%s](%s)' % (setting, name), '']
   return '\n'.join(lines)

@@ -52,12 +52,13 @@ def tensorboard_scalars(record):
              # Records written before the key's rename call it `temperature`.
              ('Temperature', record.get('temperature_at_end',
                                         record.get('temperature')))]
-    log_variance = record.get('log_variance')
-    if isinstance(log_variance, dict):
-      pairs += [('log grad variance/' + k, v)
-                for k, v in log_variance.items()]
-    else:
-      pairs.append(('log grad variance', log_variance))
+    for tag, key in (('log grad variance', 'log_variance'),
+                     ('log variance x ms', 'log_variance_x_ms')):
+      figure = record.get(key)
+      if isinstance(figure, dict):
+        pairs += [(tag + '/' + k, v) for k, v in figure.items()]
+      else:
+        pairs.append((tag, figure))
   else:
     name = record['kind'].capitalize()
     pairs = [(name + ' IW bound', values.get('iw_bound')),

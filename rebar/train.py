@@ -187,7 +187,7 @@ class Trainer(tf.Module):
 def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
           eval_samples=100, checkpoint_secs=300, block_size=100,
           final_eval=False, out=print, stop=None, eval_jit_compile=True,
-          tensorboard_dir=None):
+          tensorboard_dir=None, cost_table=None):
   """Trains until the step counter reaches `max_steps`.
 
   Records, at each step where they are due: the epoch line (`Step N: [...]`
@@ -208,7 +208,9 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   it builds the model), or one installed here.
 
   `eval_jit_compile` is make_iw_bound_fn's `jit_compile`; `tensorboard_dir`
-  is where RunLog writes the event files (default run_dir).
+  is where RunLog writes the event files (default run_dir). With
+  `cost_table`, a rebar.costs.CostTable, each train record also carries the
+  estimators' costs and log(variance × ms) (CostTable.record_fields).
 
   Returns:
     The step reached.
@@ -223,7 +225,8 @@ def train(model, trainer, valid, test, run_dir, seed, max_steps, eval_freq,
   with stop.installed() if own_stop else contextlib.nullcontext():
     loop = _Loop(model, trainer, valid, test, run_dir, seed, max_steps,
                  eval_freq, eval_samples, checkpoint_secs, block_size,
-                 final_eval, out, stop, eval_jit_compile, tensorboard_dir)
+                 final_eval, out, stop, eval_jit_compile, tensorboard_dir,
+                 cost_table)
     step = loop.run()
   if step >= max_steps:
     write_json(os.path.join(run_dir, FINISHED_FILE), {'step': step})
@@ -236,8 +239,10 @@ class _Loop:
 
   def __init__(self, model, trainer, valid, test, run_dir, seed, max_steps,
                eval_freq, eval_samples, checkpoint_secs, block_size,
-               final_eval, out, stop, eval_jit_compile, tensorboard_dir):
+               final_eval, out, stop, eval_jit_compile, tensorboard_dir,
+               cost_table):
     self.model, self.trainer = model, trainer
+    self.cost_table = cost_table
     self.data = {'valid': valid, 'test': test}
     self.seed, self.max_steps, self.eval_freq = seed, max_steps, eval_freq
     self.eval_samples, self.checkpoint_secs = eval_samples, checkpoint_secs
@@ -353,13 +358,14 @@ class _Loop:
                       for name, v in zip(model.variance_names, log_variances)}
       for name in sorted(log_variance):
         self.out('%s' % ((name, log_variance[name]),))
-    self.log.write({'kind': 'train', 'step': self.step,
-                    'wall_s': self.wall_s(),
-                    'values': dict(zip(model.printed_names,
-                                       map(float, values))),
-                    'log_variance': log_variance,
-                    'temperature_at_end':
-                        float(model.temperature().numpy())})
+    record = {'kind': 'train', 'step': self.step, 'wall_s': self.wall_s(),
+              'values': dict(zip(model.printed_names, map(float, values))),
+              'log_variance': log_variance,
+              'temperature_at_end': float(model.temperature().numpy())}
+    if self.cost_table is not None:
+      record.update(self.cost_table.record_fields(self.hparams.values(),
+                                                  log_variance))
+    self.log.write(record)
     self.trainer.reset_epoch_summary()
 
   def run_eval(self, kind):

@@ -125,7 +125,7 @@ def check_help_lists(help_out, expected):
 
 
 # Every flag each tool had before rebar.cli (argparse), with its default
-# (benchmark's --out changed on purpose).
+# (benchmark's --out and --models changed on purpose).
 OLD_DEFAULTS = {
     'rebar.sweep': {
         'working_dir': None, 'workers': 1, 'threads': 0, 'max_steps': None,
@@ -134,7 +134,8 @@ OLD_DEFAULTS = {
             data.MNIST_BINARIZED_URLS),
         'mnist_url': ','.join(data.MNIST_URLS),
         'omniglot_url': ','.join(data.OMNIGLOT_URLS)},
-    'rebar.report': {'working_dir': None, 'out': None, 'no_figures': False},
+    'rebar.report': {'working_dir': None, 'out': None, 'no_figures': False,
+                     'cost_table': ''},
     'rebar.toy': {'steps': 2000, 'seed': 0, 'log_every': 100,
                   'out': 'toy_out', 'no_plots': False},
     'benchmark.py': {
@@ -142,7 +143,10 @@ OLD_DEFAULTS = {
         # None: bench/results.json, or results_quick.json with --quick (so
         # that a quick run never overwrites the committed figures).
         'out': None, 'repeats': None,
-        'steps': 100, 'models': ','.join(load_benchmark().REFERENCE_MS),
+        # The models the original lacks are timed too (costs of the new
+        # estimators).
+        'steps': 100, 'models': ','.join(tuple(load_benchmark().REFERENCE_MS)
+                                         + load_benchmark().NEW_MODELS),
         'processes': 3, 'cell': None, 'eval_images': None,
         'eval_samples': None},
 }

@@ -1,0 +1,159 @@
+"""What an estimator costs, and its variance per unit of work.
+
+The cost of an estimator is the median milliseconds per training step of
+the model that trains with it alone (SBNARM for ARM, ...), from a results
+file of bench/benchmark.py made on this machine. Its efficiency figure is
+the product variance × cost (Glynn and Whitt 1992, "The asymptotic
+efficiency of simulation estimators"): averaging n estimates divides the
+variance by n, so for the same computing time an estimator twice as slow
+must halve the variance to break even, and the smaller product wins. Train
+records and reports carry it in log space,
+
+  log_variance_x_ms = log variance + log(ms per step).
+
+A benchmark cell's cost applies to a run only if the run matches the cell
+on the hparams that change a step's work (COST_KEYS: task, layers, units,
+batch size, samples, RELAX's network); any other run gets no cost rather
+than a wrong one. bench/benchmark.py's cells are `cell_hparams`.
+
+This module imports no TensorFlow (the report uses it).
+"""
+
+import json
+import math
+import pathlib
+
+from rebar.hparams import HParamsError, parse_hparams
+
+# The benchmark's configurations (columns), as hparams over the defaults.
+COLUMNS = {'linear1': 'n_layer=1', 'linear2': 'n_layer=2',
+           'nonlinear1': 'n_layer=1,nonlinear=true'}
+# Hparams a model's cells set beyond their column: the setting in which the
+# project compares the model (configs/binary_comparison.json).
+CELL_EXTRAS = {
+    'SBNReinforceLOO': 'n_samples=2',
+    'SBNRelax': ('relax_cv=relax,relax_depth=4,relax_weight_decay=0.001,'
+                 'var_lr_scale=1.0'),
+}
+# The hparams that change the work of a training step.
+COST_KEYS = ('task', 'n_layer', 'nonlinear', 'n_hidden', 'n_input',
+             'batch_size', 'n_samples', 'sp_multilayer', 'relax_cv',
+             'relax_depth')
+# The model whose training step is that of each estimator that
+# SBNTrackGradVariances follows, alone.
+ESTIMATOR_MODELS = {
+    'NVIL': 'SBNNVIL', 'SimpleMuProp': 'SBNSimpleMuProp',
+    'MuProp': 'SBNMuProp', 'REBAR': 'SBNRebar',
+    'DynamicREBAR': 'SBNDynamicRebar', 'ARM': 'SBNARM', 'DisARM': 'SBNDisARM',
+    'RELAX': 'SBNRelax',
+}
+# The benchmark results committed with the code.
+DEFAULT_TABLE = pathlib.Path(__file__).resolve().parents[1] / 'bench' / (
+    'results.json')
+
+
+class CostError(ValueError):
+  """A results file that cannot be used (one line naming the fix)."""
+
+
+def cell_hparams(model, column):
+  """The --hparams text of the benchmark cell of `model` in `column`."""
+  return ','.join(p for p in ('model=%s' % model, 'learning_rate=0.0003',
+                              COLUMNS[column], CELL_EXTRAS.get(model)) if p)
+
+
+def log_variance_x_ms(log_variance, ms):
+  """log(variance × ms): the work-normalised log variance."""
+  return log_variance + math.log(ms)
+
+
+class CostTable:
+  """The cells of one benchmark results file: ms per step by model.
+
+  `cells` maps 'Model/column' to a dict with `median_ms` and, in files
+  written since the cells were named here, `hparams` (the cell's --hparams;
+  else `cell_hparams` of its key). `source` names the file and its date.
+  """
+
+  def __init__(self, cells, source):
+    self.source = source
+    self._cells = []  # (model, COST_KEYS values, median ms, key)
+    for key, cell in cells.items():
+      model, column = key.split('/', 1)
+      text = cell.get('hparams') or (
+          cell_hparams(model, column) if column in COLUMNS else None)
+      if text is None or 'median_ms' not in cell:
+        continue
+      try:
+        values = parse_hparams(text).values()
+      except HParamsError:
+        continue  # a cell of a model this code no longer has
+      self._cells.append((model, tuple(values[k] for k in COST_KEYS),
+                          float(cell['median_ms']), key))
+
+  def ms_per_step(self, model, values):
+    """(median ms per step, cell key) of `model`'s cell that matches hparams
+    `values` (a dict, HParams.values()) on COST_KEYS; (None, None) if none
+    does."""
+    wanted = tuple(values[k] for k in COST_KEYS)
+    for name, shape, ms, key in self._cells:
+      if name == model and shape == wanted:
+        return ms, key
+    return None, None
+
+  def record_fields(self, values, log_variance):
+    """The cost entries of a train record of a run with hparams `values`
+    whose log variance is `log_variance`: a float (the run's model's
+    estimator) or {estimator name: float} (SBNTrackGradVariances).
+
+    Returns {'ms_per_step', 'log_variance_x_ms', 'cost_cells',
+    'cost_source'}, each value a float or a dict by estimator like
+    `log_variance`; estimators without a matching cell are left out, and a
+    run with none gets {}.
+    """
+    if isinstance(log_variance, dict):
+      by_name = {}
+      for name, lv in log_variance.items():
+        model = ESTIMATOR_MODELS.get(name)
+        ms, key = self.ms_per_step(model, values) if model else (None, None)
+        if ms is not None:
+          by_name[name] = (lv, ms, key)
+      if not by_name:
+        return {}
+      return {'ms_per_step': {n: v[1] for n, v in by_name.items()},
+              'log_variance_x_ms': {n: log_variance_x_ms(v[0], v[1])
+                                    for n, v in by_name.items()},
+              'cost_cells': {n: v[2] for n, v in by_name.items()},
+              'cost_source': self.source}
+    ms, key = self.ms_per_step(values['model'], values)
+    if ms is None:
+      return {}
+    return {'ms_per_step': ms,
+            'log_variance_x_ms': log_variance_x_ms(log_variance, ms),
+            'cost_cells': key, 'cost_source': self.source}
+
+
+def load_table(path=None):
+  """The CostTable of a benchmark results file (default DEFAULT_TABLE).
+
+  Raises CostError if the file cannot be read or is not such a file.
+  """
+  path = pathlib.Path(path or DEFAULT_TABLE)
+  try:
+    with open(path) as f:
+      report = json.load(f)
+    cells = report['cells']
+    if not isinstance(cells, dict):
+      raise TypeError
+  except OSError as e:
+    raise CostError('cannot read the benchmark results %s (%s); run '
+                    '`python bench/benchmark.py` or pass another file'
+                    % (path, e.strerror or e)) from None
+  except (ValueError, KeyError, TypeError):
+    raise CostError('%s is not a results file of bench/benchmark.py (no '
+                    '"cells"); pass one that is' % path) from None
+  if report.get('quick'):
+    raise CostError('%s is a --quick benchmark (two-layer cells only, in one '
+                    'process); pass the results of a full run' % path)
+  date = report.get('date')
+  return CostTable(cells, '%s%s' % (path.name, ' (%s)' % date if date else ''))
