@@ -209,13 +209,27 @@ class AntitheticEstimator(Estimator):
   (estimators.sbn.antithetic_layer_estimate) is backpropagated to layer
   l's variables through ℓ_l; the generative variables get the exact
   gradient of m. One extra pass from each layer up; no auxiliary variables.
+
+  `above_noise`, a tf.random.Generator, makes the partner's pass draw fresh
+  noise for the layers above l instead (independent branches; also
+  unbiased). Shared noise is the default because it gives the lower
+  variance (bench/antithetic_noise.py; docs/estimators.md has the figures).
   """
 
   printed_names = ('elbo',)
 
-  def __init__(self, network, generator, kind, name=None):
+  def __init__(self, network, generator, kind, name=None, above_noise=None):
     super().__init__(network, generator, name or kind)
     self.kind = kind
+    self.above_noise = above_noise
+
+  def partner_noise(self, step, layer):
+    """The noise of layer `layer`'s partner pass: the step's, or with
+    `above_noise` fresh draws above `layer`."""
+    if self.above_noise is None:
+      return step.noise
+    fresh = self.network.sample_noise(self.above_noise, tf.shape(step.x)[0])
+    return step.noise[:layer + 1] + fresh[layer + 1:]
 
   def estimate(self, step):
     hard = step.hard
@@ -223,8 +237,8 @@ class AntitheticEstimator(Estimator):
     for layer in range(self.network.n_layer):
       with step.tape:
         partner = self.network.run_pass(
-            step.x, antithetic_sampler(step.noise, layer), start=hard,
-            start_layer=layer)
+            step.x, antithetic_sampler(self.partner_noise(step, layer), layer),
+            start=hard, start_layer=layer)
       estimates.append(estimators.antithetic_layer_estimate(
           self.kind, hard, partner, layer, step.noise[layer]))
     with step.tape:
