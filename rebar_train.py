@@ -20,6 +20,7 @@ from rebar import costs
 from rebar import data
 from rebar import hparams as hparams_lib
 from rebar import memory
+from rebar import quiet
 from rebar import rundir
 from rebar.hparams import HParamsError, parse_hparams
 
@@ -199,7 +200,7 @@ def build_and_train(run_dir, hparams, seed, train, valid, test, stop,
   # TensorFlow is imported only now, so that argument and data errors are
   # reported at once.
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = quiet.import_tensorflow()
   from rebar import models  # pylint: disable=g-import-not-at-top
   from rebar import runtime  # pylint: disable=g-import-not-at-top
   from rebar import train as training  # pylint: disable=g-import-not-at-top

@@ -70,7 +70,8 @@ def main(argv=None):
   args = COMMAND.parse(sys.argv[1:] if argv is None else argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from rebar import quiet  # pylint: disable=g-import-not-at-top
+  tf = quiet.import_tensorflow()
   from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.estimator_modules import AntitheticEstimator  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top

@@ -98,7 +98,8 @@ def time_cell(hparams_text, data_dir, repeats, steps, warmup=50,
   first compilation, so they keep the default emitters.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from rebar import quiet  # pylint: disable=g-import-not-at-top
+  tf = quiet.import_tensorflow()
   from rebar import data, models, runtime, train  # pylint: disable=g-import-not-at-top
   from rebar.hparams import parse_hparams  # pylint: disable=g-import-not-at-top
   hparams = parse_hparams(hparams_text)

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 
+from absl import logging as absl_logging
 import tensorflow as tf
 
 # madvise advice: reclaim these pages now (Linux 5.4 and later).
@@ -126,6 +127,17 @@ def xla_fusion_emitters_enabled():
   return _fusion_emitters_setting() not in ('false', '0')
 
 
+class TensorFlowInfoFilter(logging.Filter):
+  """Drops the absl log records below WARNING that TensorFlow's own Python
+  code writes."""
+
+  package = os.path.dirname(tf.__file__) + os.sep
+
+  def filter(self, record):
+    return (record.levelno >= logging.WARNING
+            or not record.pathname.startswith(self.package))
+
+
 def configure(threads=0, xla_fusion_emitters=True):
   """Thread pools (`threads` per pool, default one per core), XLA's kernel
   emitters (use_xla_fusion_emitters) and the release of TensorFlow's
@@ -141,9 +153,12 @@ def configure(threads=0, xla_fusion_emitters=True):
   """
   threads = threads or os.cpu_count() or 1
   # TensorFlow's own Python INFO lines (e.g. the checkpoint saver's
-  # "Sharding callback duration" at every save) would drown the run's
-  # progress lines on stderr; its warnings stay.
+  # "Sharding callback duration" at every save, through absl logging) would
+  # drown the run's progress lines on stderr; its warnings stay.
   tf.get_logger().setLevel(logging.WARNING)
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, TensorFlowInfoFilter) for f in handler.filters):
+    handler.addFilter(TensorFlowInfoFilter())
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   use_xla_fusion_emitters(xla_fusion_emitters)

@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from rebar import cli
+from rebar import quiet
 from rebar.rundir import strict_json
 
 DEFAULTS = dict(
@@ -62,6 +63,7 @@ def main(argv=None):
   """Runs the command line `argv` (without the program name; default
   sys.argv's); returns the exit status."""
   args = COMMAND.parse(sys.argv[1:] if argv is None else argv)
+  quiet.import_tensorflow()
   # pylint: disable=g-import-not-at-top
   from rebar import toy_figures
   from rebar.toy_problem import relaxations, run, summary_lines
