@@ -154,7 +154,8 @@ def main(argv):
                     hparams.n_layer)
   try:
     data.ensure_data(hparams.task, hparams.dynamic_b, FLAGS.data_dir,
-                     cli.urls_from_flags(), download=FLAGS.download)
+                     cli.urls_from_flags(), download=FLAGS.download,
+                     binarization=hparams.binarization)
     train, valid, test = data.load_data(hparams, FLAGS.data_dir,
                                         compact=True)
   except data.DataError as e:

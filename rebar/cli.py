@@ -57,7 +57,8 @@ _LOCATIONS_TRIED = ' A comma-separated list is tried in order.'
 _URL_FLAGS = (
     ('mnist_url', data.MNIST_URLS,
      'Base location (http(s)://, file:// or a directory) of '
-     'train-images-idx3-ubyte.gz, used for dynamic binarization.'),
+     'train-images-idx3-ubyte.gz (dynamic and threshold binarization) and '
+     't10k-images-idx3-ubyte.gz (threshold binarization).'),
     ('mnist_binarized_url', data.MNIST_BINARIZED_URLS,
      'Base location (http(s)://, file:// or a directory) of '
      'binarized_mnist_{train,valid,test}.amat.'),

@@ -1,10 +1,16 @@
-"""Datasets of reference section 2: download, verify, cache and load.
+"""Datasets of reference section 2, and the ARSM paper's MNIST: download,
+verify, cache and load.
 
-Three datasets, each made of raw files fetched from a URL:
+Four datasets, each made of raw files fetched from a URL:
   binarized_mnist  Larochelle's static binarization: three `.amat` text files.
   mnist            LeCun's `train-images-idx3-ubyte.gz` (grey levels), used
                    only for dynamic binarization (`dynamic_b`).
+  mnist_threshold  The same training images and LeCun's
+                   `t10k-images-idx3-ubyte.gz`, binarized at grey > 0.5 (the
+                   ARSM paper's MNIST; `binarization='threshold'`).
   omniglot         The IWAE authors' `chardata.mat`.
+The first three are reference section 2's; a raw file two datasets share
+(the training images) is downloaded once.
 
 Raw files land in `data_dir`, are verified against pinned sizes and
 checksums (Omniglot, whose checksum is not published: against the one
@@ -14,6 +20,9 @@ once into uncompressed `.npz` caches that load in a fraction of a second:
   binarized_mnist.npz   train/valid/test: uint8 in {0,1}, shape (n, 784).
   mnist_train_grey.npz  train: uint8 0..255, the first 50,000 training
                         images, shape (50000, 784).
+  mnist_threshold.npz   train/valid/test: uint8 in {0,1}, pixel 1 iff grey
+                        byte >= 128; valid the first 5,000 training images,
+                        train the other 55,000, test the 10,000 test images.
   omniglot.npz          train/valid/test: uint8 in {0,1}, binarized, shuffled
                         and split as reference 2 prescribes.
   omniglot_grey.npz     train/valid/test: float32 grey levels, shuffled and
@@ -57,6 +66,8 @@ import numpy as np
 from rebar import data_caches
 from rebar import data_files
 from rebar import data_raw
+# The binarizations a run may ask for besides its task's own data ('').
+from rebar.hparams import BINARIZATIONS
 # Re-exported: the data layer's public names, where callers know them.
 # pylint: disable=unused-import,g-importing-member
 from rebar.data_fetch import DOWNLOAD_DEADLINE_S
@@ -72,6 +83,7 @@ from rebar.data_raw import RawFile
 from rebar.data_raw import sources_for
 from rebar.data_raw import split_locations
 from rebar.data_readers import IMAGE_SIDE
+from rebar.data_readers import MNIST_THRESHOLD_VALID_ROWS
 from rebar.data_readers import N_PIXELS
 from rebar.data_readers import OMNIGLOT_BINARIZE_SEED
 from rebar.data_readers import OMNIGLOT_SHUFFLE_SEED
@@ -80,6 +92,7 @@ from rebar.data_readers import preprocess_omniglot
 from rebar.data_readers import read_amat
 from rebar.data_readers import read_idx_images
 from rebar.data_readers import read_omniglot_mat
+from rebar.data_readers import threshold_mnist
 # pylint: enable=unused-import,g-importing-member
 
 # Locations tried in order. LeCun's site answers 404 for the training images
@@ -111,8 +124,12 @@ DATASETS = {
                         'binarized_mnist_valid.amat',
                         'binarized_mnist_test.amat'),
     'mnist': ('train-images-idx3-ubyte.gz',),
+    'mnist_threshold': ('train-images-idx3-ubyte.gz',
+                        't10k-images-idx3-ubyte.gz'),
     'omniglot': ('chardata.mat',),
 }
+# Reference section 2's, which download_data fetches by default.
+REFERENCE_DATASETS = ('binarized_mnist', 'mnist', 'omniglot')
 
 
 # ---------------------------------------------------------------- caches
@@ -134,6 +151,17 @@ def _build_mnist_grey(data_dir):
     raise CorruptFileError(path, f'{images.shape[0]} images, fewer than '
                            f'{MNIST_GREY_TRAIN_ROWS}')
   return {'train': images[:MNIST_GREY_TRAIN_ROWS]}
+
+
+def _build_mnist_threshold(data_dir):
+  train_name, test_name = DATASETS['mnist_threshold']
+  train, valid, test = threshold_mnist(
+      read_idx_images(data_raw.raw_path(data_dir, train_name),
+                      RAW_FILES[train_name].rows),
+      read_idx_images(data_raw.raw_path(data_dir, test_name),
+                      RAW_FILES[test_name].rows),
+      MNIST_THRESHOLD_VALID_ROWS)
+  return {'train': train, 'valid': valid, 'test': test}
 
 
 def _build_omniglot(data_dir, binarize):
@@ -162,6 +190,13 @@ def _binarized_rows():
           for split, name in zip(SPLITS, DATASETS['binarized_mnist'])}
 
 
+def _threshold_rows():
+  train_name, test_name = DATASETS['mnist_threshold']
+  return {'train': RAW_FILES[train_name].rows - MNIST_THRESHOLD_VALID_ROWS,
+          'valid': MNIST_THRESHOLD_VALID_ROWS,
+          'test': RAW_FILES[test_name].rows}
+
+
 def _omniglot_rows():
   return {'train': None, 'valid': OMNIGLOT_VALID_ROWS, 'test': None}
 
@@ -172,6 +207,8 @@ _CACHES = {
     'mnist_train_grey.npz': _Cache(
         'mnist', np.uint8, _build_mnist_grey,
         lambda: {'train': MNIST_GREY_TRAIN_ROWS}),
+    'mnist_threshold.npz': _Cache('mnist_threshold', np.uint8,
+                                  _build_mnist_threshold, _threshold_rows),
     'omniglot.npz': _Cache(
         'omniglot', np.uint8,
         functools.partial(_build_omniglot, binarize=True), _omniglot_rows),
@@ -183,22 +220,39 @@ _CACHES = {
 _DOWNLOAD_CACHES = {
     'binarized_mnist': ('binarized_mnist.npz',),
     'mnist': ('mnist_train_grey.npz',),
+    'mnist_threshold': ('mnist_threshold.npz',),
     'omniglot': ('omniglot.npz',),
 }
 
 
-def _caches_for(task, dynamic_b):
+def _caches_for(task, dynamic_b, binarization=''):
+  """The caches a run of `task` loads, in the order `load_data` reads them.
+
+  `binarization` '' is the task's own data; 'threshold' is MNIST binarized at
+  grey > 0.5, for task sbn with static binarization only.
+  """
+  if task not in ('sbn', 'sp', 'omni'):
+    raise DataError(f'unknown task {task!r}; choose sbn, sp or omni')
+  if binarization not in BINARIZATIONS:
+    raise DataError(f'unknown binarization {binarization!r}; choose '
+                    'threshold or leave it empty')
+  if binarization == 'threshold':
+    if task != 'sbn' or dynamic_b:
+      raise DataError('binarization=threshold binarizes MNIST: it needs '
+                      f'task=sbn and dynamic_b=false (got task={task}, '
+                      f'dynamic_b={str(bool(dynamic_b)).lower()}); set '
+                      'those, or leave binarization empty')
+    return ('mnist_threshold.npz',)
   if task in ('sbn', 'sp'):
     return ('binarized_mnist.npz',) + (
         ('mnist_train_grey.npz',) if dynamic_b else ())
-  if task == 'omni':
-    return ('omniglot_grey.npz',) if dynamic_b else ('omniglot.npz',)
-  raise DataError(f'unknown task {task!r}; choose sbn, sp or omni')
+  return ('omniglot_grey.npz',) if dynamic_b else ('omniglot.npz',)
 
 
-def datasets_for(task, dynamic_b):
+def datasets_for(task, dynamic_b, binarization=''):
   """Names of the datasets a run of `task` needs."""
-  return tuple(_CACHES[c].dataset for c in _caches_for(task, dynamic_b))
+  return tuple(_CACHES[c].dataset
+               for c in _caches_for(task, dynamic_b, binarization))
 
 
 def _our_files(data_dir):
@@ -284,8 +338,10 @@ def download(names, data_dir, urls=None, *, progress=True):
 
 
 def ensure_data(task, dynamic_b, data_dir, urls=None, download=True, *,
-                progress=True):
+                binarization='', progress=True):
   """Makes sure the caches a run of `task` needs are in `data_dir`.
+
+  `binarization` is the run's hparam ('' or 'threshold', see _caches_for).
 
   Downloads what is missing if `download`; otherwise, or if that fails,
   raises DataError naming download_data.py and its flags.
@@ -295,7 +351,7 @@ def ensure_data(task, dynamic_b, data_dir, urls=None, download=True, *,
   """
   data_dir = os.path.expanduser(data_dir)
   urls = DEFAULT_URLS if urls is None else urls
-  for cache_name in _caches_for(task, dynamic_b):
+  for cache_name in _caches_for(task, dynamic_b, binarization):
     dataset = _CACHES[cache_name].dataset
     try:
       _get_cache(cache_name, data_dir, urls if download else None, progress)
@@ -304,7 +360,7 @@ def ensure_data(task, dynamic_b, data_dir, urls=None, download=True, *,
         raise
       raise DataError(f'could not get {dataset}: {e}; '
                       + data_raw.fix_hint([dataset], data_dir)) from e
-  return datasets_for(task, dynamic_b)
+  return datasets_for(task, dynamic_b, binarization)
 
 
 def _read_cache(cache_name, data_dir, read):
@@ -330,15 +386,18 @@ def _read_cache(cache_name, data_dir, read):
 def load_data(hparams, data_dir, compact=False):
   """(train, valid, test) float32 arrays of shape (n, 784), reference 2.
 
-  `hparams` is any object with attributes `task` and `dynamic_b`. Never
-  downloads: a missing cache is built from raw files in `data_dir` if they
-  are there, else DataError names the fix; so is a damaged one. With
+  `hparams` is any object with attributes `task` and `dynamic_b`, and
+  optionally `binarization` ('' if absent; 'threshold': MNIST binarized at
+  grey > 0.5, split 55,000 / 5,000 / 10,000). Never downloads: a missing
+  cache is built from raw files in `data_dir` if they are there, else
+  DataError names the fix; so is a damaged one. With
   `compact`, binary sets are returned as uint8 0/1 (the same values, a
   quarter of the memory; grey training sets stay float32).
   """
   data_dir = os.path.expanduser(data_dir)
   task, dynamic_b = hparams.task, bool(hparams.dynamic_b)
-  cache_names = _caches_for(task, dynamic_b)
+  binarization = getattr(hparams, 'binarization', '')
+  cache_names = _caches_for(task, dynamic_b, binarization)
   for cache_name in cache_names:  # Missing data is reported before loading.
     _get_cache(cache_name, data_dir, None)
 
@@ -350,7 +409,7 @@ def load_data(hparams, data_dir, compact=False):
       return values
     return values.astype(np.float32)
 
-  if task == 'omni':
+  if task == 'omni' or binarization:  # One cache of all three splits.
     return _read_cache(cache_names[0], data_dir, lambda f: tuple(
         as_float(f, key) for key in SPLITS))
   keys = ('valid', 'test') if dynamic_b else SPLITS

@@ -61,6 +61,9 @@ RAW_FILES = {
     'train-images-idx3-ubyte.gz': RawFile(
         'mnist_url', True, 9_912_422, 'md5',
         'f68b3c2dcbeaaa9fbdd348bbdeb94873', 60_000),
+    't10k-images-idx3-ubyte.gz': RawFile(
+        'mnist_url', True, 1_648_877, 'md5',
+        '9fb629c4189551a2d022fa330f9573f3', 10_000),
     'chardata.mat': RawFile('omniglot_url', False),
 }
 

@@ -4,6 +4,8 @@
   read_idx_images     LeCun's gzipped IDX image files.
   read_omniglot_mat   The IWAE authors' `chardata.mat`.
   preprocess_omniglot Its shuffle, split and binarization (reference 2).
+  threshold_mnist     MNIST binarized at grey > 0.5 and split as the ARSM
+                      paper's (TensorFlow's old tutorial split).
 
 Each reader checks the format strictly and raises CorruptFileError (naming
 the file and what is wrong) rather than return wrong arrays. scipy is
@@ -22,6 +24,10 @@ N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 OMNIGLOT_VALID_ROWS = 1_345
 OMNIGLOT_BINARIZE_SEED = 5
 OMNIGLOT_SHUFFLE_SEED = 123
+# The ARSM paper's MNIST: pixel 1 iff grey / 255 > 0.5, i.e. grey byte >= 128;
+# the first 5,000 training images are its validation set.
+MNIST_THRESHOLD_GREY = 128
+MNIST_THRESHOLD_VALID_ROWS = 5_000
 
 
 def read_amat(path, n_rows):
@@ -145,3 +151,27 @@ def preprocess_omniglot(data, testdata, binarize,
   train = train[np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(
       n_train)]
   return train[:n_train - n_valid], train[n_train - n_valid:], test
+
+
+def threshold_mnist(train_images, test_images,
+                    n_valid=MNIST_THRESHOLD_VALID_ROWS):
+  """Binarizes MNIST at grey > 0.5 and splits it as the ARSM paper does.
+
+  Args:
+    train_images, test_images: uint8 grey levels (n, 784), as
+      `read_idx_images` returns them.
+    n_valid: leading training images kept for validation (TensorFlow's old
+      tutorial split: the first 5,000).
+
+  Returns:
+    (train, valid, test), uint8 0/1 of shape (n, 784): train the training
+    images after the first `n_valid`, valid those, test all test images.
+  """
+  def binarize(images):
+    return (images >= MNIST_THRESHOLD_GREY).astype(np.uint8)
+
+  n_train = train_images.shape[0]
+  if not 0 <= n_valid <= n_train:
+    raise ValueError(f'cannot keep {n_valid} of {n_train} rows for validation')
+  return (binarize(train_images[n_valid:]), binarize(train_images[:n_valid]),
+          binarize(test_images))

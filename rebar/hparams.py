@@ -29,6 +29,9 @@ MODELS = {
                        'example\'s n_samples samples (n_samples >= 2)',
     'SBNARM': 'ARM per layer (Yin and Zhou 2019): antithetic, no relaxation',
     'SBNDisARM': 'DisARM per layer (Dong, Mnih and Tucker 2020)',
+    'CategoricalVAE': 'a VAE with n_latent categorical variables of '
+                      'n_categories classes (the ARSM paper\'s), trained '
+                      'with the hparam estimator',
 }
 # What each position of a model's epoch line `Step N: [...]` is (means over
 # the epoch's steps), in order; the model's `printed_names` in words.
@@ -53,8 +56,26 @@ EPOCH_LINES = {
     'SBNReinforceLOO': 'ELBO',
     'SBNARM': 'ELBO',
     'SBNDisARM': 'ELBO',
+    'CategoricalVAE': 'ELBO, decoder evaluations per example (the '
+                      'estimator\'s cost; ARSM: its distinct pseudo-actions), '
+                      'temperature',
 }
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
+# The estimators of CategoricalVAE (hparam estimator), rebar/estimators/
+# categorical.py's functions of these names.
+CATEGORICAL_ESTIMATORS = ('reinforce_loo', 'gumbel_softmax', 'straight_through',
+                          'rebar', 'relax', 'ars', 'arsm',
+                          'stick_breaking_disarm')
+# The binarizations of MNIST besides the task's own: threshold, grey > 0.5
+# (the ARSM paper's; rebar/data.py).
+BINARIZATIONS = ('', 'threshold')
+# Defaults a model has of its own, where they differ from the SBN's: the
+# ARSM paper's categorical VAE setup (batch 200, Adam at 0.0003, MNIST
+# thresholded at 0.5).
+MODEL_DEFAULTS = {
+    'CategoricalVAE': {'batch_size': 200, 'learning_rate': 0.0003,
+                       'binarization': 'threshold', 'estimator': 'arsm'},
+}
 TASKS = ('sbn', 'sp', 'omni')
 # n_input each task's data fixes: every dataset holds 28 x 28 images
 # (rebar/data.py N_PIXELS, not imported here so that parsing hparams loads no
@@ -68,7 +89,8 @@ RUN_NAME_HASH_DIGITS = 12
 # Hparams that the original did not have.
 EXTENSIONS = ('sp_multilayer', 'quadratic_fix', 'relax_cv', 'relax_depth',
               'relax_weight_decay', 'var_lr_scale', 'track_relax',
-              'track_extra')
+              'track_extra', 'estimator', 'n_latent', 'n_categories',
+              'binarization')
 # Estimators SBNTrackGradVariances can add to its five (hparam track_extra),
 # in the order they are added.
 TRACK_EXTRAS = ('arm', 'disarm', 'relax')
@@ -115,6 +137,13 @@ HPARAM_HELP = {
                    'same as track_extra=relax)',
     'track_extra': 'added: estimators SBNTrackGradVariances adds to its five, '
                    'joined by +, among arm, disarm, relax (e.g. arm+disarm)',
+    'estimator': 'added, CategoricalVAE: its estimator, one of '
+                 + ', '.join(CATEGORICAL_ESTIMATORS) + ' (default arsm)',
+    'n_latent': 'added, CategoricalVAE: categorical latent variables',
+    'n_categories': 'added, CategoricalVAE: classes of each variable',
+    'binarization': 'added: threshold binarizes MNIST at grey > 0.5, the '
+                    'ARSM paper\'s (55,000/5,000/10,000 images); empty: the '
+                    'task\'s own data (CategoricalVAE\'s default: threshold)',
 }
 
 
@@ -143,6 +172,10 @@ class HParams:
   track_extra: estimators SBNTrackGradVariances adds to its five, joined by
     `+` (the hparams string separates pairs by commas), among TRACK_EXTRAS;
     track_relax=true adds `relax` too.
+  CategoricalVAE (rebar/categorical_vae.py): estimator (one of
+    CATEGORICAL_ESTIMATORS), n_latent variables of n_categories classes;
+    its own defaults are MODEL_DEFAULTS'. binarization: '' (the task's own
+    data) or threshold (MNIST at grey > 0.5, task sbn).
   """
   model: str = 'SBNGumbel'
   n_hidden: int = 200
@@ -167,6 +200,10 @@ class HParams:
   var_lr_scale: float = 10.0
   track_relax: bool = False
   track_extra: str = ''
+  estimator: str = ''
+  n_latent: int = 20
+  n_categories: int = 10
+  binarization: str = ''
 
   def tracked_extras(self):
     """The extra estimators of SBNTrackGradVariances, in TRACK_EXTRAS
@@ -312,10 +349,42 @@ class HParams:
     if self.task == 'sp' and self.n_input % 2:
       raise HParamsError('task sp splits images into halves: n_input must be '
                          'even, got %d' % self.n_input)
+    self._validate_categorical()
     if self.dynamic_b and self.task == 'sp':
       raise HParamsError('dynamic_b is supported for task=sbn and task=omni '
                          'only (the original binarized MNIST for sbn only)')
     return self
+
+
+  def _validate_categorical(self):
+    """The checks of the hparams CategoricalVAE added."""
+    if self.binarization not in BINARIZATIONS:
+      raise HParamsError('unknown binarization %r; choose threshold or leave '
+                         'it out' % self.binarization)
+    if self.binarization and (self.task != 'sbn' or self.dynamic_b):
+      raise HParamsError('binarization=threshold binarizes MNIST: it needs '
+                         'task=sbn and dynamic_b=false')
+    if self.model != 'CategoricalVAE':
+      if self.estimator:
+        raise HParamsError('estimator is CategoricalVAE\'s; an SBN model '
+                           'is its estimator (model=%s): leave estimator out'
+                           % self.model)
+      return
+    if self.estimator not in CATEGORICAL_ESTIMATORS:
+      raise HParamsError('unknown estimator %r for CategoricalVAE; choose one '
+                         'of: %s' % (self.estimator,
+                                     ', '.join(CATEGORICAL_ESTIMATORS)))
+    if self.n_latent <= 0 or self.n_categories < 2:
+      raise HParamsError('CategoricalVAE needs n_latent >= 1 and n_categories '
+                         '>= 2, got %d and %d'
+                         % (self.n_latent, self.n_categories))
+    if self.task != 'sbn':
+      raise HParamsError('CategoricalVAE models MNIST: task must be sbn, got '
+                         '%s' % self.task)
+    if self.estimator == 'reinforce_loo' and self.n_samples < 2:
+      raise HParamsError('estimator reinforce_loo leaves one of each '
+                         'example\'s samples out: set n_samples to 2 or more, '
+                         'got %d' % self.n_samples)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
@@ -376,6 +445,8 @@ def parse_hparams(text='', validate=True, **overrides):
       raise HParamsError('unknown hparam %r; valid names: %s'
                          % (name, ', '.join(_FIELDS)))
   values.update(overrides)
+  for name, value in MODEL_DEFAULTS.get(values.get('model'), {}).items():
+    values.setdefault(name, value)
   hparams = HParams(**values)
   if validate:
     hparams.validate(check_data_sizes='n_input' not in overrides)

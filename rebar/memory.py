@@ -257,6 +257,8 @@ def estimate_breakdown(hparams, n_train_rows=50000):
   estimate growing with every size.
   """
   h = hparams
+  if h.model == 'CategoricalVAE':
+    return _categorical_breakdown(h, n_train_rows)
   n_input, n_hidden, n_layer = h.n_input, h.n_hidden, h.n_layer
   passes, layer_passes = step_passes(h)
   # Floats per row of one unit in one layer pass: q's logits and sample,
@@ -298,6 +300,42 @@ def estimate_breakdown(hparams, n_train_rows=50000):
       'data': data,
       'activations': activations,
       'evaluation': evaluation,
+  }
+
+
+# rebar/categorical_vae.py's layer sizes.
+CATEGORICAL_HIDDEN = (512, 256)
+
+
+def _categorical_breakdown(h, n_train_rows):
+  """estimate_breakdown of a CategoricalVAE run: the same parts, from its
+  encoder and decoder (rebar/categorical_vae.py) and the estimator's f
+  evaluations per row (ARSM: at most one per pair of classes and the
+  sample; ARS: one per class and the sample)."""
+  n_z = h.n_latent * h.n_categories
+  sizes = (h.n_input,) + CATEGORICAL_HIDDEN + (n_z,)
+  layers = list(zip(sizes, sizes[1:])) + list(zip(sizes[::-1], sizes[-2::-1]))
+  model_params = sum((n_in + 1) * n_out for n_in, n_out in layers)
+  aux_params = 2
+  if h.estimator == 'relax' and h.relax_cv != 'rebar':
+    aux_params += (n_z + 1) * RELAX_HIDDEN + (h.relax_depth - 1) * (
+        RELAX_HIDDEN + 1) * RELAX_HIDDEN + RELAX_HIDDEN + 1
+  evaluations = {'arsm': 1 + h.n_categories * (h.n_categories - 1) // 2,
+                 'ars': 1 + h.n_categories, 'rebar': 3,
+                 'relax': 3, 'gumbel_softmax': 2,
+                 'stick_breaking_disarm': 2}.get(h.estimator, 1)
+  decoder_floats = n_z + sum(CATEGORICAL_HIDDEN) + 2 * h.n_input
+  encoder_floats = h.n_input + sum(CATEGORICAL_HIDDEN) + 3 * n_z
+  per_row = BACKWARD_FACTOR * (encoder_floats + evaluations * decoder_floats)
+  return {
+      'baseline': TF_BASELINE_BYTES + XLA_COMPILE_BYTES,
+      'compilation': 0,
+      'parameters': FLOAT_BYTES * (PARAM_FLOATS * model_params
+                                   + AUX_PARAM_FLOATS * aux_params),
+      'data': h.n_input * (2 * n_train_rows + EVAL_DATA_ROWS),
+      'activations': FLOAT_BYTES * h.batch_size * h.n_samples * per_row,
+      'evaluation': FLOAT_BYTES * EVAL_ROWS_PER_CALL * (
+          encoder_floats + decoder_floats),
   }
 
 

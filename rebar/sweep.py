@@ -202,12 +202,14 @@ def _prefetch_data(runs, data_flags, out):
   urls = dict(data.DEFAULT_URLS)
   urls.update({k: data_flags[k] for k in urls if data_flags.get(k)})
   data_dir = data_flags.get('data_dir') or data.DEFAULT_DATA_DIR
-  for task, dynamic_b in sorted({(parse_hparams(r.hparams).task,
-                                  parse_hparams(r.hparams).dynamic_b)
-                                 for r in runs}):
+  needs = set()
+  for run in runs:
+    hparams = parse_hparams(run.hparams)
+    needs.add((hparams.task, hparams.dynamic_b, hparams.binarization))
+  for task, dynamic_b, binarization in sorted(needs):
     try:
       data.ensure_data(task, dynamic_b, data_dir, urls, download=True,
-                       progress=False)
+                       progress=False, binarization=binarization)
     except (data.DataError, OSError) as e:
       out('warning: data for task=%s not ready (%s); its runs will fail'
           % (task, e))

@@ -93,6 +93,9 @@ class Trainer(tf.Module):
     # Traced once per batch shape: with static shapes autodiff emits no
     # shape arithmetic, which makes the graph a third smaller and its
     # compilation lighter.
+    # A model whose step XLA cannot compile (CategoricalVAE with ARS or
+    # ARSM: tf.unique) says so.
+    jit_compile = jit_compile and getattr(model, 'xla_compatible', True)
     self._compiled_steps = tf.function(self._steps, jit_compile=jit_compile)
     # An epoch's short last batch (one step an epoch) runs in TensorFlow's
     # graph executor: compiling it with XLA as well took as long as the full

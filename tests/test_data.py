@@ -41,16 +41,27 @@ MIRROR_FILES = {
         'e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c'),
     'mnist/train-images-idx3-ubyte.gz': (
         9_912_422, 'md5', 'f68b3c2dcbeaaa9fbdd348bbdeb94873'),
+    'mnist/t10k-images-idx3-ubyte.gz': (
+        1_648_877, 'md5', '9fb629c4189551a2d022fa330f9573f3'),
 }
+MIRROR_URLS = {'mnist_binarized_url': (MIRROR / 'binarized_mnist').as_uri(),
+               'mnist_url': (MIRROR / 'mnist').as_uri(),
+               'omniglot_url': 'unused'}
 needs_mirror = pytest.mark.skipif(
     not all((MIRROR / f).is_file() for f in MIRROR_FILES),
     reason=f'the offline dataset mirror is absent at {MIRROR}')
 
 N_OMNI_TRAIN, N_OMNI_TEST = 1400, 20  # Enough rows for the 1,345 split.
+N_T10K, N_THRESHOLD_VALID = 5, 4  # The small sources' threshold split.
 
 
-def hparams(task, dynamic_b=False):
-  return types.SimpleNamespace(task=task, dynamic_b=dynamic_b)
+def hparams(task, dynamic_b=False, **more):
+  return types.SimpleNamespace(task=task, dynamic_b=dynamic_b, **more)
+
+
+def threshold(grey):
+  """The ARSM paper's rule, from grey levels 0..255: 1 iff grey/255 > 0.5."""
+  return (np.asarray(grey) / 255.0 > 0.5).astype(np.uint8)
 
 
 def sha256(path):
@@ -96,7 +107,7 @@ def expected_omniglot(data_cols, test_cols, binarize, n_valid=1345):
 
 @pytest.fixture
 def small_sources(tmp_path, monkeypatch):
-  """Small source files of all three datasets, with the tables patched.
+  """Small source files of all four datasets, with the tables patched.
 
   The binarized files are reached by file:// URL, the others by path.
   """
@@ -122,11 +133,21 @@ def small_sources(tmp_path, monkeypatch):
   omni = {'data': rng.rand(784, N_OMNI_TRAIN),
           'testdata': rng.rand(784, N_OMNI_TEST)}
   write_mat(src / 'chardata.mat', **omni)
+  # Drawn last, so that the other files are those the tests had before.
+  test_images = rng.randint(0, 256, (N_T10K, 28, 28)).astype(np.uint8)
+  test_images[0, 0, :4] = (127, 128, 0, 255)  # Either side of the threshold.
+  t10k = src / 'mnist' / 't10k-images-idx3-ubyte.gz'
+  write_idx(t10k, test_images)
+  monkeypatch.setitem(data.RAW_FILES, t10k.name, data.RawFile(
+      'mnist_url', True, t10k.stat().st_size, 'md5',
+      hashlib.md5(t10k.read_bytes()).hexdigest(), N_T10K))
+  monkeypatch.setattr(data, 'MNIST_THRESHOLD_VALID_ROWS', N_THRESHOLD_VALID)
   urls = {'mnist_binarized_url': (src / 'binarized').as_uri(),
           'mnist_url': str(src / 'mnist'),
           'omniglot_url': str(src / 'chardata.mat')}
   return types.SimpleNamespace(src=src, urls=urls, binarized=binarized,
                                grey=images.reshape(12, 784), omni=omni,
+                               test_grey=test_images.reshape(N_T10K, 784),
                                data_dir=tmp_path / 'data')
 
 
@@ -273,6 +294,16 @@ def test_read_idx_images_rejects_bad_files(tmp_path, damage):
     path.write_bytes(path.read_bytes()[:-10])
   with pytest.raises(data.CorruptFileError):
     data.read_idx_images(path, n_images)
+
+
+def test_threshold_mnist_rule_and_split():
+  grey = np.random.RandomState(6).randint(0, 256, (7, 784)).astype(np.uint8)
+  grey[0, :4] = (127, 128, 0, 255)
+  train, valid, test = data.threshold_mnist(grey, grey[:2], n_valid=3)
+  for got, want in ((train, grey[3:]), (valid, grey[:3]), (test, grey[:2])):
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, threshold(want))
+  assert valid[0, :4].tolist() == [0, 1, 0, 1]
 
 
 def test_read_omniglot_mat(tmp_path):
@@ -619,6 +650,7 @@ def test_download_reports_a_failing_source_and_does_the_rest(small_sources):
   urls = dict(src.urls, omniglot_url=str(src.src / 'missing.mat'))
   results = data.download(list(data.DATASETS), data_dir, urls)
   assert results['binarized_mnist'] is None and results['mnist'] is None
+  assert results['mnist_threshold'] is None
   assert '--omniglot_url' in results['omniglot']
   assert '\n' not in results['omniglot']
   train, valid, test = data.load_data(hparams('sbn'), data_dir)
@@ -760,6 +792,141 @@ def test_ensure_data_downloads_what_a_run_needs(small_sources):
     data.ensure_data('omni', False, data_dir, failing)
 
 
+# ------------------------------------------------- threshold-binarized MNIST
+
+THRESHOLD_FILES = ('train-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte.gz')
+
+
+def expected_threshold(src):
+  """The small sources' (train, valid, test), from the rule and the split."""
+  return (threshold(src.grey[N_THRESHOLD_VALID:]),
+          threshold(src.grey[:N_THRESHOLD_VALID]), threshold(src.test_grey))
+
+
+def test_load_threshold_binarized_mnist(small_sources):
+  src, data_dir = small_sources, small_sources.data_dir
+  assert data.download(['mnist_threshold'], data_dir, src.urls,
+                       progress=False) == {'mnist_threshold': None}
+  run = hparams('sbn', binarization='threshold')
+  for compact in (False, True):
+    got = data.load_data(run, data_dir, compact=compact)
+    for x, want in zip(got, expected_threshold(src)):
+      assert x.dtype == (np.uint8 if compact else np.float32)
+      assert x.shape == want.shape
+      np.testing.assert_array_equal(x, want)
+  assert got[2][0, :4].tolist() == [0, 1, 0, 1]  # Grey 127, 128, 0, 255.
+  # Its own cache only, with its record; no other dataset's files.
+  assert sorted(os.listdir(data_dir)) == sorted(
+      THRESHOLD_FILES + ('mnist_threshold.npz', 'mnist_threshold.npz.sha256'))
+  record = json.loads((data_dir / 'mnist_threshold.npz.sha256').read_text())
+  assert record['sha256'] == sha256(data_dir / 'mnist_threshold.npz')
+
+
+def test_threshold_shares_the_training_images(small_sources, http_server):
+  src, data_dir = small_sources, small_sources.data_dir
+  for name in THRESHOLD_FILES:
+    http_server.files[f'/mnist/{name}'] = (src.src / 'mnist' / name
+                                           ).read_bytes()
+  urls = dict(src.urls, mnist_url=f'{http_server.url}/mnist')
+  assert data.download(['mnist', 'mnist_threshold'], data_dir, urls,
+                       progress=False) == {'mnist': None,
+                                           'mnist_threshold': None}
+  assert http_server.paths == [f'/mnist/{name}' for name in THRESHOLD_FILES]
+  with np.load(data_dir / 'mnist_train_grey.npz') as npz:
+    np.testing.assert_array_equal(npz['train'], src.grey[:10])
+
+
+def test_ensure_data_for_threshold(small_sources):
+  src, data_dir = small_sources, small_sources.data_dir
+  assert data.datasets_for('sbn', False, 'threshold') == ('mnist_threshold',)
+  assert data.datasets_for('sbn', False) == ('binarized_mnist',)
+  # Neither Larochelle's files nor Omniglot's are needed.
+  urls = dict(src.urls, mnist_binarized_url=str(src.src / 'nowhere'),
+              omniglot_url=str(src.src / 'nowhere.mat'))
+  assert data.ensure_data('sbn', False, data_dir, urls,
+                          binarization='threshold', progress=False) == (
+                              'mnist_threshold',)
+  assert (data_dir / 'mnist_threshold.npz').exists()
+  assert not (data_dir / 'binarized_mnist.npz').exists()
+  assert data.ensure_data('sbn', False, data_dir, download=False,
+                          binarization='threshold') == ('mnist_threshold',)
+
+
+@pytest.mark.parametrize('task, dynamic_b', [
+    ('omni', False), ('omni', True), ('sbn', True), ('sp', False)])
+def test_threshold_needs_static_sbn(tmp_path, task, dynamic_b):
+  data_dir = tmp_path / 'data'
+  for call in (
+      lambda: data.datasets_for(task, dynamic_b, 'threshold'),
+      lambda: data.ensure_data(task, dynamic_b, data_dir, download=False,
+                               binarization='threshold'),
+      lambda: data.load_data(hparams(task, dynamic_b,
+                                     binarization='threshold'), data_dir)):
+    with pytest.raises(data.DataError) as info:
+      call()
+    message = str(info.value)
+    assert '\n' not in message
+    assert 'task=sbn and dynamic_b=false' in message
+  with pytest.raises(data.DataError, match='unknown binarization'):
+    data.datasets_for('sbn', False, 'otsu')
+  assert not data_dir.exists()
+
+
+@pytest.mark.parametrize('damage', ['missing', 'corrupt', 'not_at_source'])
+def test_missing_or_corrupt_t10k_names_the_fix(small_sources, damage):
+  src, data_dir = small_sources, small_sources.data_dir
+  name = 't10k-images-idx3-ubyte.gz'
+  run = hparams('sbn', binarization='threshold')
+  if damage == 'not_at_source':  # A location with the training images only.
+    (src.src / 'train_only').mkdir()
+    (src.src / 'train_only' / THRESHOLD_FILES[0]).write_bytes(
+        (src.src / 'mnist' / THRESHOLD_FILES[0]).read_bytes())
+    urls = dict(src.urls, mnist_url=str(src.src / 'train_only'))
+    error = data.download(['mnist_threshold'], data_dir, urls,
+                          progress=False)['mnist_threshold']
+    assert name in error and '--mnist_url' in error
+    assert '\n' not in error
+    assert not (data_dir / 'mnist_threshold.npz').exists()
+  else:
+    data.download(['mnist_threshold'], data_dir, src.urls, progress=False)
+    (data_dir / 'mnist_threshold.npz').unlink()
+    if damage == 'missing':
+      (data_dir / name).unlink()
+    else:
+      raw = bytearray((data_dir / name).read_bytes())
+      raw[len(raw) // 2] ^= 0xff
+      (data_dir / name).write_bytes(raw)
+    with pytest.raises(data.DataError) as info:
+      data.load_data(run, data_dir)
+    message = str(info.value)
+    assert '\n' not in message
+    for needed in ('`download_data --datasets=mnist_threshold ', '--mnist_url',
+                   '--data_dir'):
+      assert needed in message
+    assert (f'{name} was corrupt' if damage == 'corrupt'
+            else 'mnist_threshold data not found') in message
+    assert not (data_dir / name).exists()
+    assert (data_dir / THRESHOLD_FILES[0]).exists()  # Kept: it is intact.
+  assert data.ensure_data('sbn', False, data_dir, src.urls,
+                          binarization='threshold', progress=False) == (
+                              'mnist_threshold',)
+  for x, want in zip(data.load_data(run, data_dir), expected_threshold(src)):
+    np.testing.assert_array_equal(x, want)
+
+
+def test_damaged_threshold_cache_is_rebuilt(small_sources, caplog):
+  src, data_dir = small_sources, small_sources.data_dir
+  data.download(['mnist_threshold'], data_dir, src.urls, progress=False)
+  damage_middle(data_dir / 'mnist_threshold.npz', keep_mtime=True)
+  caplog.clear()
+  got = data.load_data(hparams('sbn', binarization='threshold'), data_dir,
+                       compact=True)
+  for x, want in zip(got, expected_threshold(src)):
+    np.testing.assert_array_equal(x, want)
+  assert any(r.levelno == logging.WARNING and 'rebuilding' in r.getMessage()
+             for r in caplog.records)
+
+
 def test_unwritable_data_dir(small_sources, tmp_path):
   (tmp_path / 'a_file').write_text('')
   data_dir = tmp_path / 'a_file' / 'data'
@@ -804,10 +971,21 @@ def mirror_dir(mirror_data_dir):
   return mirror_data_dir
 
 
+@pytest.fixture(scope='module')
+def mirror_threshold_dir(mirror_data_dir):
+  """mirror_data_dir with mnist_threshold added; the caches there unchanged."""
+  before = {name: sha256(mirror_data_dir / name)
+            for name in ('binarized_mnist.npz', 'mnist_train_grey.npz')}
+  assert data.download(['mnist_threshold'], mirror_data_dir, MIRROR_URLS,
+                       progress=False) == {'mnist_threshold': None}
+  assert {name: sha256(mirror_data_dir / name) for name in before} == before
+  return mirror_data_dir
+
+
 @needs_mirror
-def test_mirror_files_match_published_checksums(mirror_dir):
+def test_mirror_files_match_published_checksums(mirror_threshold_dir):
   for rel, (size, algo, digest) in MIRROR_FILES.items():
-    path = mirror_dir / pathlib.PurePath(rel).name
+    path = mirror_threshold_dir / pathlib.PurePath(rel).name
     assert path.stat().st_size == size
     assert hashlib.new(algo, path.read_bytes()).hexdigest() == digest
 
@@ -834,6 +1012,39 @@ def test_mirror_dynamic_binarization_grey_levels(mirror_dir):
   np.testing.assert_array_equal(test, static_test)
 
 
+@needs_mirror
+def test_mirror_threshold_binarized(mirror_threshold_dir):
+  train, valid, test = data.load_data(
+      hparams('sbn', binarization='threshold'), mirror_threshold_dir,
+      compact=True)
+  for x, rows in zip((train, valid, test), (55_000, 5_000, 10_000)):
+    assert x.shape == (rows, 784) and x.dtype == np.uint8
+    assert ((x == 0) | (x == 1)).all()
+    assert 0.12 < x.mean() < 0.15  # About 13% of MNIST's pixels are > 0.5.
+  grey = data.read_idx_images(
+      mirror_threshold_dir / 'train-images-idx3-ubyte.gz', 60_000)
+  grey_test = data.read_idx_images(
+      mirror_threshold_dir / 't10k-images-idx3-ubyte.gz', 10_000)
+  # valid: the first 5,000 training images; train: the 55,000 after them.
+  for i in (0, 1, 4_999):
+    np.testing.assert_array_equal(valid[i], threshold(grey[i]))
+  for i in (0, 1, 54_999):
+    np.testing.assert_array_equal(train[i], threshold(grey[5_000 + i]))
+  for i in (0, 9_999):
+    np.testing.assert_array_equal(test[i], threshold(grey_test[i]))
+  # All rows, a block at a time (float64 of all 60,000 would be 376 MB).
+  np.testing.assert_array_equal(valid, threshold(grey[:5_000]))
+  for start in range(0, 55_000, 11_000):
+    np.testing.assert_array_equal(
+        train[start:start + 11_000],
+        threshold(grey[5_000 + start:5_000 + start + 11_000]))
+  np.testing.assert_array_equal(test, threshold(grey_test))
+  float_valid = data.load_data(hparams('sbn', binarization='threshold'),
+                               mirror_threshold_dir)[1]
+  assert float_valid.dtype == np.float32
+  np.testing.assert_array_equal(float_valid, valid)
+
+
 # ------------------------------------------------- download_data.py
 
 
@@ -848,7 +1059,7 @@ def test_script_refuses_unknown_datasets(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().count('\n') == 0
   assert 'cifar' in result.stderr
-  assert 'binarized_mnist, mnist, omniglot' in result.stderr
+  assert 'binarized_mnist, mnist, mnist_threshold, omniglot' in result.stderr
 
 
 def test_script_reports_failures(tmp_path):
@@ -865,3 +1076,21 @@ def test_script_from_the_mirror_by_path(tmp_path):
   assert result.returncode == 0, result.stderr
   assert 'mnist: ok' in result.stdout
   assert (tmp_path / 'mnist_train_grey.npz').exists()
+
+
+@needs_mirror
+def test_script_threshold_from_the_mirror(tmp_path):
+  result = run_script('--datasets=mnist_threshold', f'--data_dir={tmp_path}',
+                      f'--mnist_url={MIRROR / "mnist"}')
+  assert result.returncode == 0, result.stderr
+  assert 'mnist_threshold: ok' in result.stdout
+  assert (tmp_path / 'mnist_threshold.npz').exists()
+  assert not (tmp_path / 'mnist_train_grey.npz').exists()
+
+
+def test_script_help_lists_the_datasets():
+  result = run_script('--help')
+  assert result.returncode == 0, result.stderr
+  flat = ' '.join(result.stdout.split())
+  assert 'among binarized_mnist, mnist, mnist_threshold, omniglot' in flat
+  assert '(default: binarized_mnist,mnist,omniglot;' in flat

@@ -132,7 +132,8 @@ def test_check_fits_returns_the_estimate_and_skips_unknown_memory(
     memory.check_fits(hparams)
 
 
-@pytest.mark.parametrize('model', MODELS)
+@pytest.mark.parametrize('model', [m for m in MODELS
+                                   if m != 'CategoricalVAE'])
 def test_the_estimate_grows_with_each_size(model):
   base = dict(model=model, track_relax=True, relax_cv='relax',
               n_samples=fewest_samples(model))
@@ -143,6 +144,18 @@ def test_the_estimate_grows_with_each_size(model):
   assert estimate('', nonlinear=True, **base) > reference
   assert estimate('task=omni,dynamic_b=true', **base) > estimate(
       'task=omni', **base)
+
+
+def test_categorical_vae_estimate_grows_with_its_sizes_and_evaluations():
+  base = dict(model='CategoricalVAE', estimator='ars')
+  reference = estimate('', **base)
+  for name, value in dict(n_latent=40, n_categories=20, batch_size=400,
+                          n_samples=2).items():
+    assert estimate('', **dict(base, **{name: value})) > reference, name
+  # ARSM evaluates up to one pseudo-action per pair of classes.
+  assert estimate('', **dict(base, estimator='arsm')) > reference
+  # The SBN's sizes are not the VAE's.
+  assert estimate('', **dict(base, n_hidden=400)) == reference
 
 
 def test_rebar_types_cost_more_than_reinforce():

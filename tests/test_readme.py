@@ -28,7 +28,7 @@ HPARAMS_HEADER = ['name', 'default', 'meaning']
 FLAGS_HEADER = ['flag', 'default', 'meaning']
 EPOCH_LINE_HEADER = ['model',
                      'epoch line `Step N: [...]`, in order (means over the epoch)']
-MODEL_NAME = re.compile(r'\bSBN[A-Za-z0-9_]*\b')
+MODEL_NAME = re.compile(r'\b(?:SBN|Categorical)[A-Za-z0-9_]*\b')
 
 # Prints, as JSON, the flags defined by rebar_train.py and by rebar.cli's
 # define_* functions (which rebar_train.py calls), grouped by the

@@ -1,0 +1,270 @@
+"""A variational autoencoder with categorical latent variables (the ARSM
+paper's MNIST model, Yin, Yue and Zhou 2019), trained with any estimator
+of rebar/estimators/categorical.py.
+
+  q(b | x) = Π_k Cat(b_k; softmax(ℓ_k(x))), k = 1..K (n_latent), C classes
+             (n_categories); ℓ(x): 784 - 512 - 256 - K·C, leaky ReLU (0.2);
+  p(b)     = uniform over the C classes of each variable;
+  p(x | b) = Π_d Bernoulli(x_d; σ(g(b)_d)), g: K·C - 256 - 512 - 784, leaky
+             ReLU (0.2), b one-hot.
+
+The learning signal is the single-sample ELBO term
+  f(b) = log p(x | b) + log p(b) - log q(b | x),
+with ℓ held fixed inside f (its derivative through log q has mean zero
+under q, so dropping it leaves every estimator's expectation unchanged).
+At a point s of the simplex (the relaxed samples) the log-probabilities are
+the one-hot formula's linear extension, Σ s · log θ. The estimator's
+surrogate gives the encoder its gradient, and the decoder gets ∂f(b)/∂(its
+variables) at the hard sample (the relaxations: at theirs), the generative
+gradient of the SBN models.
+
+Estimators with auxiliary variables (rebar: η and the temperature; relax: η,
+the temperature and r_ρ) train them on the estimator's variance objective
+with their own Adam at var_lr_scale × learning_rate.
+
+The model interface is the SBN models' (rebar.models.SBNModel): train_step,
+take_accumulated, iw_bound, sample_eval_noise, printed_names, temperature.
+"""
+
+import math
+
+import tensorflow as tf
+
+from rebar.estimators import categorical
+from rebar.networks import Dense
+from rebar.optim import Adam, GradVarianceTracker
+
+HIDDEN = (512, 256)  # the encoder's; the decoder's reversed
+LEAKY_SLOPE = 0.2
+RELAX_HIDDEN = 200  # units of each of r_ρ's relax_depth ReLU layers
+# Estimators whose deduplication of pseudo-actions (tf.unique) XLA cannot
+# compile: their steps run in TensorFlow's graph executor.
+NOT_XLA = ('ars', 'arsm')
+
+
+def leaky_relu(x):
+  return tf.nn.leaky_relu(x, LEAKY_SLOPE)
+
+
+class MLP(tf.Module):
+  """Dense layers with leaky ReLU between them, linear output."""
+
+  def __init__(self, sizes, generator, name, activation=leaky_relu):
+    super().__init__(name=name)
+    self.layers = [Dense(n_in, n_out, generator, '%s/%d' % (name, i))
+                   for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
+    self.activation = activation
+    self.variables_in_order = [v for layer in self.layers
+                               for v in layer.variables_in_order]
+
+  def __call__(self, x):
+    for layer in self.layers[:-1]:
+      x = self.activation(layer(x))
+    return self.layers[-1](x)
+
+
+class CategoricalNetwork(tf.Module):
+  """Encoder ℓ(x) and decoder g(b) (module docstring)."""
+
+  def __init__(self, hparams, mean_xs, generator):
+    super().__init__(name='categorical_vae')
+    del mean_xs  # the ARSM model feeds the raw binary pixels
+    self.n_latent, self.n_categories = hparams.n_latent, hparams.n_categories
+    n_z = self.n_latent * self.n_categories
+    self.encoder = MLP((hparams.n_input,) + HIDDEN + (n_z,), generator,
+                       'encoder')
+    self.decoder = MLP((n_z,) + HIDDEN[::-1] + (hparams.n_input,), generator,
+                       'decoder')
+    self.q_variables = self.encoder.variables_in_order
+    self.p_variables = self.decoder.variables_in_order
+    self.variables_in_order = self.q_variables + self.p_variables
+
+  def logits(self, x):
+    """ℓ: [B, D] -> [B, K, C]."""
+    return tf.reshape(self.encoder(x),
+                      [-1, self.n_latent, self.n_categories])
+
+  def elbo(self, x, b, logits):
+    """f(b) = log p(x | b) + log p(b) - log q(b | x) per row: x [N, D],
+    b [N, K, C] (one-hot or on the simplex), logits [N, K, C] (held fixed
+    here). Returns [N]."""
+    x_logits = self.decoder(tf.reshape(b, [-1, self.n_latent
+                                           * self.n_categories]))
+    log_p_x = -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=x, logits=x_logits), axis=-1)
+    log_q = tf.reduce_sum(b * tf.nn.log_softmax(tf.stop_gradient(logits)),
+                          axis=[-2, -1])
+    log_prior = -tf.reduce_sum(b, axis=[-2, -1]) * math.log(self.n_categories)
+    return log_p_x + log_prior - log_q
+
+
+def gumbel_argmax(logits, u):
+  """One-hot argmax of log_softmax(ℓ) - log(-log u): b ~ Cat(softmax(ℓ))."""
+  z = tf.nn.log_softmax(logits) - tf.math.log(-tf.math.log(u))
+  return tf.one_hot(tf.argmax(z, axis=-1), tf.shape(logits)[-1],
+                    dtype=logits.dtype)
+
+
+class CategoricalVAE(tf.Module):
+  """The model trained by rebar_train for `model=CategoricalVAE`.
+
+  Args:
+    hparams: HParams (estimator, n_latent, n_categories, n_samples,
+      learning_rate, beta2, temperature, relax_cv, relax_depth,
+      relax_weight_decay, var_lr_scale are read).
+    mean_xs: [D] per-pixel training mean (unused).
+    seed: int seed of the initial weights and the noise generators.
+  """
+
+  variance_names = ('model',)
+  variances_by_name = False
+  printed_names = ('elbo', 'n_evaluations', 'temperature')
+
+  def __init__(self, hparams, mean_xs, seed):
+    super().__init__(name=hparams.model)
+    self.hparams = hparams
+    self.estimator = hparams.estimator
+    self.xla_compatible = self.estimator not in NOT_XLA
+    init_generator = tf.random.Generator.from_seed(seed)
+    self.network = CategoricalNetwork(hparams, mean_xs, init_generator)
+    self.model_variables = self.network.variables_in_order
+    self.aux_variables = self._build_aux(init_generator)
+    self.noise_generator = tf.random.Generator.from_seed(seed + 1)
+    self.eval_generator = tf.random.Generator.from_seed(seed + 2)
+    self.model_optimizer = Adam(self.model_variables, hparams.learning_rate,
+                                beta2=hparams.beta2, name='model_adam')
+    self.aux_optimizer = Adam(
+        self.aux_variables, hparams.var_lr_scale * hparams.learning_rate,
+        beta2=hparams.beta2, name='aux_adam')
+    self.tracker = GradVarianceTracker(self.model_variables)
+
+  def _build_aux(self, generator):
+    """η, log λ (rebar, relax) and r_ρ (relax with relax_cv relax or
+    free); [] for the others."""
+    self.eta = self.log_temperature = self.r_rho = None
+    if self.estimator not in ('rebar', 'relax'):
+      return []
+    self.eta = tf.Variable(1.0, name='eta')
+    self.log_temperature = tf.Variable(math.log(self.hparams.temperature),
+                                       name='log_temperature')
+    aux = [self.eta, self.log_temperature]
+    if self.estimator == 'relax' and self.hparams.relax_cv != 'rebar':
+      n_z = self.hparams.n_latent * self.hparams.n_categories
+      self.r_rho = MLP((n_z,) + (RELAX_HIDDEN,) * self.hparams.relax_depth
+                       + (1,), generator, 'r_rho', activation=tf.nn.relu)
+      aux += self.r_rho.variables_in_order
+    return aux
+
+  def temperature(self):
+    """λ: the learned one (rebar, relax) or the hparam."""
+    if self.log_temperature is not None:
+      return tf.exp(self.log_temperature)
+    return tf.constant(self.hparams.temperature, tf.float32)
+
+  def _noise(self, shape):
+    return self.noise_generator.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7)
+
+  def estimate(self, x):
+    """(categorical.Result, tape) of the estimator on rows x [B, D] (each
+    n_samples times), under a persistent tape that watched everything."""
+    k, hp = self.hparams.n_samples, self.hparams
+    rows = tf.tile(x, [k, 1])
+    shape = [tf.shape(rows)[0], hp.n_latent, hp.n_categories]
+    tape = tf.GradientTape(persistent=True)
+    with tape:
+      logits = self.network.logits(rows)
+
+      def f(b):
+        flat = tf.reshape(b, shape)
+        return tf.reshape(self.network.elbo(rows, flat, logits),
+                          tf.shape(b)[:-2])
+
+      def f_at(index, b):
+        return self.network.elbo(tf.gather(rows, index), b,
+                                 tf.gather(logits, index))
+
+      u = self._noise(shape)
+      name = self.estimator
+      if name == 'reinforce_loo':
+        split = [k, -1, hp.n_latent, hp.n_categories]
+        result = categorical.reinforce_loo(tf.reshape(logits, split), f,
+                                           tf.reshape(u, split))
+      elif name in ('gumbel_softmax', 'straight_through'):
+        result = getattr(categorical, name)(logits, f, u, hp.temperature)
+      elif name in ('ars', 'arsm'):
+        result = getattr(categorical, name)(logits, f_at, u)
+      elif name == 'stick_breaking_disarm':
+        result = categorical.stick_breaking_disarm(logits, f, u)
+      else:
+        result = self._relaxed_control_variate(logits, f, u, shape)
+    return result, tape
+
+  def _relaxed_control_variate(self, logits, f, u, shape):
+    """REBAR or RELAX (with the control variate relax_cv chooses)."""
+    v = self._noise(shape)
+    temperature = tf.exp(self.log_temperature)
+    if self.estimator == 'rebar':
+      return categorical.rebar(logits, f, u, v, self.eta, temperature)
+    n_z = self.hparams.n_latent * self.hparams.n_categories
+
+    def control_variate(z):
+      terms = []
+      if self.hparams.relax_cv != 'free':
+        terms.append(f(tf.nn.softmax(z / temperature)))
+      if self.r_rho is not None:
+        flat = tf.reshape(z, [-1, n_z])
+        terms.append(tf.reshape(self.r_rho(flat)[:, 0], tf.shape(z)[:-2]))
+      return tf.add_n(terms)
+
+    return categorical.relax(logits, f, u, v, control_variate, eta=self.eta)
+
+  def train_step(self, x):
+    """One update on a batch [batch, D]; returns the printed metrics."""
+    result, tape = self.estimate(x)
+    with tape:  # the losses must be on the tape too
+      loss = -result.surrogate
+      objective = result.variance_objective
+      if self.r_rho is not None and self.hparams.relax_weight_decay:
+        objective += self.hparams.relax_weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(w)) for w in self.r_rho.variables_in_order])
+    grads = tape.gradient(loss, self.model_variables)
+    self.model_optimizer.apply(grads)
+    if self.aux_variables:
+      self.aux_optimizer.apply(tape.gradient(objective, self.aux_variables))
+    del tape
+    self.tracker.update(grads)
+    return {'elbo': tf.reduce_mean(result.f_values),
+            'n_evaluations': self.decoder_evaluations(result),
+            'temperature': self.temperature()}
+
+  def decoder_evaluations(self, result):
+    """Decoder passes per example: the estimator's f evaluations per row
+    (categorical.Result.n_evaluations), times the rows of an example
+    (n_samples), plus those of RELAX's control variate f(softmax(z/λ)) at
+    z and z~, which the estimator does not count."""
+    per_row = tf.cast(result.n_evaluations, tf.float32)
+    if self.estimator == 'relax' and self.hparams.relax_cv != 'free':
+      per_row += 2.0
+    return per_row * self.hparams.n_samples
+
+  def take_accumulated(self):
+    """({}, {'model': Σ of the variance figure}): as SBNModel's."""
+    return {}, {'model': self.tracker.take()}
+
+  def iw_bound(self, x, n_samples, noise):
+    """Importance-weighted bound per image with `n_samples` samples of q:
+    log(1/S Σ_s exp f(b_s)), and the mean single-sample ELBO. x [n, D];
+    noise [S·n, K, C] uniforms (sample-major). Returns ([n], [n])."""
+    n = tf.shape(x)[0]
+    rows = tf.tile(x, [n_samples, 1])
+    logits = self.network.logits(rows)
+    b = gumbel_argmax(logits, noise)
+    f = tf.reshape(self.network.elbo(rows, b, logits), [n_samples, n])
+    return (tf.reduce_logsumexp(f, axis=0) - math.log(n_samples),
+            tf.reduce_mean(f, axis=0))
+
+  def sample_eval_noise(self, x, n_samples):
+    """iw_bound's uniforms: [n_samples · n, K, C]."""
+    return self.eval_generator.uniform(
+        [n_samples * tf.shape(x)[0], self.hparams.n_latent,
+         self.hparams.n_categories], minval=1e-7, maxval=1.0 - 1e-7)
