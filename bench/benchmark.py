@@ -11,8 +11,11 @@ the warm-up time (compilation included) and the process's peak resident
 memory.
 The models the original lacks (NEW_MODELS) get cells too, with no reference
 to compare; each cell's --hparams (rebar.costs.cell_hparams: SBNRelax in its
-tuned setting, SBNReinforceLOO with 2 samples) is recorded with it, and
-rebar.costs reads the cells as the estimators' costs.
+tuned setting, SBNReinforceLOO with 2 samples, CategoricalVAE once per
+estimator at the ARSM setup, in half the blocks (at least 3) of STEPS / 5
+steps, its steps being slower) is recorded with it, and rebar.costs reads the cells as the
+estimators' costs. CategoricalVAE's cells need the threshold-binarized MNIST
+in --data_dir (`download_data --datasets=mnist_threshold`).
 Each cell runs in `--processes` fresh processes (default 3; the cell's
 median is the median of theirs). Times are normalised by the median
 `machine_ref_ms` of ../shared/bench/machine_ref.py, run in the same
@@ -58,7 +61,8 @@ REFERENCE_MS = {
     'SBNTrackGradVariances': (15.08, 25.00, 21.66),
 }
 # Models the original does not have: timed, with no reference to compare.
-NEW_MODELS = ('SBNReinforceLOO', 'SBNARM', 'SBNDisARM', 'SBNRelax')
+NEW_MODELS = ('SBNReinforceLOO', 'SBNARM', 'SBNDisARM', 'SBNRelax',
+              'CategoricalVAE')
 REFERENCE_EVAL_S = 26.0  # 100-sample bound on 10,000 valid + 10,000 test
 SCALING = {
     'batch_size': ('batch_size=96', 'batch_size=384'),
@@ -287,15 +291,21 @@ def time_cells(args, repeats, report):
       'model', 'config', 'median_ms', 'spread_ms', 'first_s', 'rss_MB',
       'ref_ms', 'speedup'), flush=True)
   for name in args.models.split(','):
-    for column in columns:
+    categorical = name == 'CategoricalVAE'
+    if categorical and args.quick:
+      continue
+    steps = max(10, args.steps // 5) if categorical else args.steps
+    cell_repeats = max(3, repeats // 2) if categorical else repeats
+    for column in costs.CATEGORICAL_CELLS if categorical else columns:
       text = costs.cell_hparams(name, column)
       if args.quick:
-        cell = time_cell(text, args.data_dir, repeats, args.steps,
+        cell = time_cell(text, args.data_dir, cell_repeats, steps,
                          own_process=False)
       else:
-        cell = time_cell_in_subprocess(text, args.data_dir, repeats,
-                                       args.steps, args.processes)
+        cell = time_cell_in_subprocess(text, args.data_dir, cell_repeats,
+                                       steps, args.processes)
       cell['hparams'] = text
+      cell['steps'] = steps
       cell['reference_ms'] = (REFERENCE_MS[name][list(CONFIGS).index(column)]
                               if name in REFERENCE_MS else None)
       report['cells']['%s/%s' % (name, column)] = cell

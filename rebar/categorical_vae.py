@@ -31,8 +31,10 @@ import math
 import tensorflow as tf
 
 from rebar.estimators import categorical
+from rebar.hparams import TRACKED_CATEGORICAL
 from rebar.networks import Dense
 from rebar.optim import Adam, GradVarianceTracker
+from rebar.optim import MultiEstimatorVarianceTracker
 
 HIDDEN = (512, 256)  # the encoder's; the decoder's reversed
 LEAKY_SLOPE = 0.2
@@ -50,7 +52,7 @@ class MLP(tf.Module):
   """Dense layers with leaky ReLU between them, linear output."""
 
   def __init__(self, sizes, generator, name, activation=leaky_relu):
-    super().__init__(name=name)
+    super().__init__(name=name.replace('/', '_'))
     self.layers = [Dense(n_in, n_out, generator, '%s/%d' % (name, i))
                    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
     self.activation = activation
@@ -105,6 +107,54 @@ def gumbel_argmax(logits, u):
                     dtype=logits.dtype)
 
 
+class Relaxation(tf.Module):
+  """The auxiliary variables of one REBAR or RELAX estimator: η, log λ
+  (the learned temperature, from hparam temperature) and, for RELAX with
+  relax_cv relax or free, r_ρ (relax_depth ReLU layers of RELAX_HIDDEN
+  units on the flattened z)."""
+
+  def __init__(self, estimator, hparams, generator):
+    super().__init__(name=estimator + '_relaxation')
+    self.estimator, self.hparams = estimator, hparams
+    self.eta = tf.Variable(1.0, name=estimator + '/eta')
+    self.log_temperature = tf.Variable(math.log(hparams.temperature),
+                                       name=estimator + '/log_temperature')
+    self.r_rho = None
+    self.variables_in_order = [self.eta, self.log_temperature]
+    if estimator == 'relax' and hparams.relax_cv != 'rebar':
+      n_z = hparams.n_latent * hparams.n_categories
+      self.r_rho = MLP((n_z,) + (RELAX_HIDDEN,) * hparams.relax_depth + (1,),
+                       generator, estimator + '/r_rho', activation=tf.nn.relu)
+      self.variables_in_order += self.r_rho.variables_in_order
+
+  def temperature(self):
+    return tf.exp(self.log_temperature)
+
+  def estimate(self, logits, f, u, v):
+    """REBAR, or RELAX with the control variate relax_cv chooses."""
+    temperature = self.temperature()
+    if self.estimator == 'rebar':
+      return categorical.rebar(logits, f, u, v, self.eta, temperature)
+
+    def control_variate(z):
+      terms = []
+      if self.hparams.relax_cv != 'free':
+        terms.append(f(tf.nn.softmax(z / temperature)))
+      if self.r_rho is not None:
+        flat = tf.reshape(z, [-1, z.shape[-2] * z.shape[-1]])
+        terms.append(tf.reshape(self.r_rho(flat)[:, 0], tf.shape(z)[:-2]))
+      return tf.add_n(terms)
+
+    return categorical.relax(logits, f, u, v, control_variate, eta=self.eta)
+
+  def penalty(self):
+    """relax_weight_decay × Σ ρ², added to the variance objective."""
+    if self.r_rho is None or not self.hparams.relax_weight_decay:
+      return 0.0
+    return self.hparams.relax_weight_decay * tf.add_n(
+        [tf.reduce_sum(tf.square(w)) for w in self.r_rho.variables_in_order])
+
+
 class CategoricalVAE(tf.Module):
   """The model trained by rebar_train for `model=CategoricalVAE`.
 
@@ -124,11 +174,15 @@ class CategoricalVAE(tf.Module):
     super().__init__(name=hparams.model)
     self.hparams = hparams
     self.estimator = hparams.estimator
-    self.xla_compatible = self.estimator not in NOT_XLA
     init_generator = tf.random.Generator.from_seed(seed)
     self.network = CategoricalNetwork(hparams, mean_xs, init_generator)
     self.model_variables = self.network.variables_in_order
-    self.aux_variables = self._build_aux(init_generator)
+    self.relaxations = {
+        name: Relaxation(name, hparams, init_generator)
+        for name in self.estimator_names if name in ('rebar', 'relax')}
+    self.xla_compatible = not set(self.estimator_names) & set(NOT_XLA)
+    self.aux_variables = [v for r in self.relaxations.values()
+                          for v in r.variables_in_order]
     self.noise_generator = tf.random.Generator.from_seed(seed + 1)
     self.eval_generator = tf.random.Generator.from_seed(seed + 2)
     self.model_optimizer = Adam(self.model_variables, hparams.learning_rate,
@@ -136,116 +190,122 @@ class CategoricalVAE(tf.Module):
     self.aux_optimizer = Adam(
         self.aux_variables, hparams.var_lr_scale * hparams.learning_rate,
         beta2=hparams.beta2, name='aux_adam')
-    self.tracker = GradVarianceTracker(self.model_variables)
+    self.tracker = self.build_tracker()
 
-  def _build_aux(self, generator):
-    """η, log λ (rebar, relax) and r_ρ (relax with relax_cv relax or
-    free); [] for the others."""
-    self.eta = self.log_temperature = self.r_rho = None
-    if self.estimator not in ('rebar', 'relax'):
-      return []
-    self.eta = tf.Variable(1.0, name='eta')
-    self.log_temperature = tf.Variable(math.log(self.hparams.temperature),
-                                       name='log_temperature')
-    aux = [self.eta, self.log_temperature]
-    if self.estimator == 'relax' and self.hparams.relax_cv != 'rebar':
-      n_z = self.hparams.n_latent * self.hparams.n_categories
-      self.r_rho = MLP((n_z,) + (RELAX_HIDDEN,) * self.hparams.relax_depth
-                       + (1,), generator, 'r_rho', activation=tf.nn.relu)
-      aux += self.r_rho.variables_in_order
-    return aux
+  @property
+  def estimator_names(self):
+    """The estimators this model runs each step."""
+    return (self.estimator,)
+
+  def build_tracker(self):
+    return GradVarianceTracker(self.model_variables)
 
   def temperature(self):
-    """λ: the learned one (rebar, relax) or the hparam."""
-    if self.log_temperature is not None:
-      return tf.exp(self.log_temperature)
+    """λ: the applied estimator's learned one (rebar, relax) or the
+    hparam."""
+    if self.estimator in self.relaxations:
+      return self.relaxations[self.estimator].temperature()
     return tf.constant(self.hparams.temperature, tf.float32)
 
   def _noise(self, shape):
     return self.noise_generator.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7)
 
+  def samples_of(self, name):
+    """Rows per example that estimator `name` runs on: n_samples."""
+    del name
+    return self.hparams.n_samples
+
+  def step_noise(self, x):
+    """The uniforms u and v one step's estimators share, each
+    [S · B, K, C] for the most samples per example S any of them runs on
+    (an estimator on fewer reads the first rows)."""
+    hp = self.hparams
+    most = max(self.samples_of(name) for name in self.estimator_names)
+    shape = [most * tf.shape(x)[0], hp.n_latent, hp.n_categories]
+    return {'u': self._noise(shape), 'v': self._noise(shape)}
+
+  def run_estimator(self, name, x, noise, samples):
+    """categorical.Result of estimator `name` on x [B, D], each row
+    `samples` times, with the step's noise (its first B·samples rows).
+    Call under the step's tape."""
+    hp = self.hparams
+    rows = tf.tile(x, [samples, 1])
+    n_rows = tf.shape(rows)[0]
+    shape = [n_rows, hp.n_latent, hp.n_categories]
+    logits = self.network.logits(rows)
+    u, v = noise['u'][:n_rows], noise['v'][:n_rows]
+
+    def f(b):
+      return tf.reshape(self.network.elbo(rows, tf.reshape(b, shape), logits),
+                        tf.shape(b)[:-2])
+
+    def f_at(index, b):
+      return self.network.elbo(tf.gather(rows, index), b,
+                               tf.gather(logits, index))
+
+    if name == 'reinforce_loo':
+      split = [samples, -1, hp.n_latent, hp.n_categories]
+      return categorical.reinforce_loo(tf.reshape(logits, split), f,
+                                       tf.reshape(u, split))
+    if name in ('gumbel_softmax', 'straight_through'):
+      return getattr(categorical, name)(logits, f, u, hp.temperature)
+    if name in ('ars', 'arsm'):
+      return getattr(categorical, name)(logits, f_at, u)
+    if name == 'stick_breaking_disarm':
+      return categorical.stick_breaking_disarm(logits, f, u)
+    return self.relaxations[name].estimate(logits, f, u, v)
+
   def estimate(self, x):
     """(categorical.Result, tape) of the estimator on rows x [B, D] (each
     n_samples times), under a persistent tape that watched everything."""
-    k, hp = self.hparams.n_samples, self.hparams
-    rows = tf.tile(x, [k, 1])
-    shape = [tf.shape(rows)[0], hp.n_latent, hp.n_categories]
     tape = tf.GradientTape(persistent=True)
+    noise = self.step_noise(x)
     with tape:
-      logits = self.network.logits(rows)
-
-      def f(b):
-        flat = tf.reshape(b, shape)
-        return tf.reshape(self.network.elbo(rows, flat, logits),
-                          tf.shape(b)[:-2])
-
-      def f_at(index, b):
-        return self.network.elbo(tf.gather(rows, index), b,
-                                 tf.gather(logits, index))
-
-      u = self._noise(shape)
-      name = self.estimator
-      if name == 'reinforce_loo':
-        split = [k, -1, hp.n_latent, hp.n_categories]
-        result = categorical.reinforce_loo(tf.reshape(logits, split), f,
-                                           tf.reshape(u, split))
-      elif name in ('gumbel_softmax', 'straight_through'):
-        result = getattr(categorical, name)(logits, f, u, hp.temperature)
-      elif name in ('ars', 'arsm'):
-        result = getattr(categorical, name)(logits, f_at, u)
-      elif name == 'stick_breaking_disarm':
-        result = categorical.stick_breaking_disarm(logits, f, u)
-      else:
-        result = self._relaxed_control_variate(logits, f, u, shape)
+      result = self.run_estimator(self.estimator, x, noise,
+                                  self.samples_of(self.estimator))
     return result, tape
-
-  def _relaxed_control_variate(self, logits, f, u, shape):
-    """REBAR or RELAX (with the control variate relax_cv chooses)."""
-    v = self._noise(shape)
-    temperature = tf.exp(self.log_temperature)
-    if self.estimator == 'rebar':
-      return categorical.rebar(logits, f, u, v, self.eta, temperature)
-    n_z = self.hparams.n_latent * self.hparams.n_categories
-
-    def control_variate(z):
-      terms = []
-      if self.hparams.relax_cv != 'free':
-        terms.append(f(tf.nn.softmax(z / temperature)))
-      if self.r_rho is not None:
-        flat = tf.reshape(z, [-1, n_z])
-        terms.append(tf.reshape(self.r_rho(flat)[:, 0], tf.shape(z)[:-2]))
-      return tf.add_n(terms)
-
-    return categorical.relax(logits, f, u, v, control_variate, eta=self.eta)
 
   def train_step(self, x):
     """One update on a batch [batch, D]; returns the printed metrics."""
     result, tape = self.estimate(x)
-    with tape:  # the losses must be on the tape too
-      loss = -result.surrogate
-      objective = result.variance_objective
-      if self.r_rho is not None and self.hparams.relax_weight_decay:
-        objective += self.hparams.relax_weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(w)) for w in self.r_rho.variables_in_order])
-    grads = tape.gradient(loss, self.model_variables)
-    self.model_optimizer.apply(grads)
-    if self.aux_variables:
-      self.aux_optimizer.apply(tape.gradient(objective, self.aux_variables))
+    grads = tape.gradient(self.loss(tape, result), self.model_variables)
+    self.apply(tape, {self.estimator: result}, grads)
     del tape
     self.tracker.update(grads)
     return {'elbo': tf.reduce_mean(result.f_values),
-            'n_evaluations': self.decoder_evaluations(result),
+            'n_evaluations': self.decoder_evaluations(self.estimator, result),
             'temperature': self.temperature()}
 
-  def decoder_evaluations(self, result):
-    """Decoder passes per example: the estimator's f evaluations per row
-    (categorical.Result.n_evaluations), times the rows of an example
-    (n_samples), plus those of RELAX's control variate f(softmax(z/λ)) at
+  @staticmethod
+  def loss(tape, result):
+    """-surrogate, recorded on `tape`."""
+    with tape:
+      return -result.surrogate
+
+  def apply(self, tape, results, model_grads):
+    """Applies `model_grads`, and to each estimator's auxiliary variables
+    the gradient of its variance objective (plus r_ρ's weight decay);
+    `results` by estimator name, computed under `tape`."""
+    self.model_optimizer.apply(model_grads)
+    if not self.aux_variables:
+      return
+    with tape:  # the objectives must be on the tape too
+      objectives = [results[name].variance_objective + relaxation.penalty()
+                    for name, relaxation in self.relaxations.items()]
+    self.aux_optimizer.apply([
+        g for objective, relaxation in zip(objectives,
+                                           self.relaxations.values())
+        for g in tape.gradient(objective, relaxation.variables_in_order)])
+
+  def decoder_evaluations(self, name, result):
+    """Decoder passes per example of estimator `name`: its f evaluations
+    per row (categorical.Result.n_evaluations), times its rows per example
+    (samples_of), plus those of RELAX's control variate f(softmax(z/λ)) at
     z and z~, which the estimator does not count."""
     per_row = tf.cast(result.n_evaluations, tf.float32)
-    if self.estimator == 'relax' and self.hparams.relax_cv != 'free':
+    if name == 'relax' and self.hparams.relax_cv != 'free':
       per_row += 2.0
-    return per_row * self.hparams.n_samples
+    return per_row * self.samples_of(name)
 
   def take_accumulated(self):
     """({}, {'model': Σ of the variance figure}): as SBNModel's."""
@@ -268,3 +328,59 @@ class CategoricalVAE(tf.Module):
     return self.eval_generator.uniform(
         [n_samples * tf.shape(x)[0], self.hparams.n_latent,
          self.hparams.n_categories], minval=1e-7, maxval=1.0 - 1e-7)
+
+
+class CategoricalTrackGradVariances(CategoricalVAE):
+  """The unbiased categorical estimators on one batch, noise and
+  trajectory: the categorical SBNTrackGradVariances (reference 6.8).
+
+  Each step every estimator of TRACKED estimates the gradient from the same
+  uniforms (REINFORCE LOO on LOO_SAMPLES samples per example, its first
+  the others' sample); hparam estimator's gradient is applied, and every
+  REBAR and RELAX estimator trains its own η, temperature and r_ρ. The
+  variance figures are those of SBNTrackGradVariances
+  (optim.MultiEstimatorVarianceTracker: EMAs of each g_k and g_k², μ their
+  mean over estimators, all unbiased); the epoch line has the ELBO and each
+  estimator's decoder evaluations per example, its cost.
+  """
+
+  TRACKED = TRACKED_CATEGORICAL
+  LOO_SAMPLES = 2
+  variances_by_name = True
+  variance_names = tuple(sorted(TRACKED))
+  printed_names = ('elbo',) + tuple('n_evaluations_' + n for n in TRACKED)
+
+  @property
+  def estimator_names(self):
+    return self.TRACKED
+
+  def samples_of(self, name):
+    return self.LOO_SAMPLES if name == 'reinforce_loo' else 1
+
+  def build_tracker(self):
+    return MultiEstimatorVarianceTracker(self.model_variables, self.TRACKED)
+
+  def train_step(self, x):
+    noise = self.step_noise(x)
+    tape = tf.GradientTape(persistent=True)
+    with tape:
+      results = {name: self.run_estimator(name, x, noise,
+                                          self.samples_of(name))
+                 for name in self.TRACKED}
+    grads = {name: tape.gradient(self.loss(tape, results[name]),
+                                 self.model_variables)
+             for name in self.TRACKED}
+    self.tracker.update([grads[name] for name in self.TRACKED])
+    self.apply(tape, results, grads[self.estimator])
+    del tape
+    metrics = {'elbo': tf.reduce_mean(results[self.estimator].f_values)}
+    for name in self.TRACKED:
+      metrics['n_evaluations_' + name] = self.decoder_evaluations(
+          name, results[name])
+    return metrics
+
+  def take_accumulated(self):
+    """({}, variance sum by estimator name); the deviations are not
+    printed."""
+    variances, _ = self.tracker.take()
+    return {}, {name: variances[i] for i, name in enumerate(self.TRACKED)}

@@ -12,9 +12,12 @@ records and reports carry it in log space,
   log_variance_x_ms = log variance + log(ms per step).
 
 A benchmark cell's cost applies to a run only if the run matches the cell
-on the hparams that change a step's work (COST_KEYS: task, layers, units,
-batch size, samples, RELAX's network); any other run gets no cost rather
-than a wrong one. bench/benchmark.py's cells are `cell_hparams`.
+on its model, estimator and the hparams that change a step's work
+(COST_KEYS: task, layers, units, batch size, samples, RELAX's network, the
+categorical sizes); any other run gets no cost rather than a wrong one.
+bench/benchmark.py's cells are `cell_hparams`: the SBN models in the three
+columns of the original's table, CategoricalVAE once per estimator at the
+ARSM setup.
 
 This module imports no TensorFlow (the report uses it).
 """
@@ -23,7 +26,8 @@ import json
 import math
 import pathlib
 
-from rebar.hparams import HParamsError, parse_hparams
+from rebar.hparams import (CATEGORICAL_ESTIMATORS, HParamsError,
+                           parse_hparams, parse_pairs)
 
 # The benchmark's configurations (columns), as hparams over the defaults.
 COLUMNS = {'linear1': 'n_layer=1', 'linear2': 'n_layer=2',
@@ -35,18 +39,28 @@ CELL_EXTRAS = {
     'SBNRelax': ('relax_cv=relax,relax_depth=4,relax_weight_decay=0.001,'
                  'var_lr_scale=1.0'),
 }
-# The hparams that change the work of a training step.
+# The hparams that change the work of a training step (with model and
+# estimator).
 COST_KEYS = ('task', 'n_layer', 'nonlinear', 'n_hidden', 'n_input',
              'batch_size', 'n_samples', 'sp_multilayer', 'relax_cv',
-             'relax_depth')
-# The model whose training step is that of each estimator that
-# SBNTrackGradVariances follows, alone.
+             'relax_depth', 'n_latent', 'n_categories')
+# The hparams of the run whose training step is that of each estimator a
+# tracker follows (SBNTrackGradVariances, CategoricalTrackGradVariances),
+# alone: they replace the tracker's own.
 ESTIMATOR_MODELS = {
-    'NVIL': 'SBNNVIL', 'SimpleMuProp': 'SBNSimpleMuProp',
-    'MuProp': 'SBNMuProp', 'REBAR': 'SBNRebar',
-    'DynamicREBAR': 'SBNDynamicRebar', 'ARM': 'SBNARM', 'DisARM': 'SBNDisARM',
-    'RELAX': 'SBNRelax',
+    'NVIL': 'model=SBNNVIL', 'SimpleMuProp': 'model=SBNSimpleMuProp',
+    'MuProp': 'model=SBNMuProp', 'REBAR': 'model=SBNRebar',
+    'DynamicREBAR': 'model=SBNDynamicRebar', 'ARM': 'model=SBNARM',
+    'DisARM': 'model=SBNDisARM', 'RELAX': 'model=SBNRelax',
 }
+ESTIMATOR_MODELS.update({
+    name: 'model=CategoricalVAE,estimator=%s%s' % (
+        name, ',n_samples=2' if name == 'reinforce_loo' else '')
+    for name in CATEGORICAL_ESTIMATORS})
+# The benchmark's cells of CategoricalVAE: one per estimator, at the ARSM
+# setup (hparams.MODEL_DEFAULTS), keyed 'CategoricalVAE/<estimator>'.
+CATEGORICAL_CELLS = {name: ESTIMATOR_MODELS[name]
+                     for name in CATEGORICAL_ESTIMATORS}
 # The benchmark results committed with the code.
 DEFAULT_TABLE = pathlib.Path(__file__).resolve().parents[1] / 'bench' / (
     'results.json')
@@ -57,7 +71,11 @@ class CostError(ValueError):
 
 
 def cell_hparams(model, column):
-  """The --hparams text of the benchmark cell of `model` in `column`."""
+  """The --hparams text of the benchmark cell of `model` in `column` (a
+  column of COLUMNS, or for CategoricalVAE an estimator of
+  CATEGORICAL_CELLS)."""
+  if model == 'CategoricalVAE':
+    return CATEGORICAL_CELLS[column]
   return ','.join(p for p in ('model=%s' % model, 'learning_rate=0.0003',
                               COLUMNS[column], CELL_EXTRAS.get(model)) if p)
 
@@ -77,7 +95,7 @@ class CostTable:
 
   def __init__(self, cells, source):
     self.source = source
-    self._cells = []  # (model, COST_KEYS values, median ms, key)
+    self._cells = []  # (the cell's shape, median ms, key)
     for key, cell in cells.items():
       model, column = key.split('/', 1)
       text = cell.get('hparams') or (
@@ -88,18 +106,26 @@ class CostTable:
         values = parse_hparams(text).values()
       except HParamsError:
         continue  # a cell of a model this code no longer has
-      self._cells.append((model, tuple(values[k] for k in COST_KEYS),
-                          float(cell['median_ms']), key))
+      self._cells.append((_shape(values), float(cell['median_ms']), key))
 
-  def ms_per_step(self, model, values):
-    """(median ms per step, cell key) of `model`'s cell that matches hparams
-    `values` (a dict, HParams.values()) on COST_KEYS; (None, None) if none
-    does."""
-    wanted = tuple(values[k] for k in COST_KEYS)
-    for name, shape, ms, key in self._cells:
-      if name == model and shape == wanted:
+  def ms_per_step(self, values):
+    """(median ms per step, cell key) of the cell that matches a run of
+    hparams `values` (a dict, HParams.values()) on its model, estimator and
+    COST_KEYS; (None, None) if none does."""
+    wanted = _shape(values)
+    for shape, ms, key in self._cells:
+      if shape == wanted:
         return ms, key
     return None, None
+
+  def estimator_ms_per_step(self, values, name):
+    """ms_per_step of the run that trains with tracked estimator `name`
+    alone (ESTIMATOR_MODELS), the tracker's other hparams `values` kept;
+    (None, None) for an estimator with none."""
+    if name not in ESTIMATOR_MODELS:
+      return None, None
+    return self.ms_per_step(dict(values, **parse_pairs(
+        ESTIMATOR_MODELS[name])))
 
   def record_fields(self, values, log_variance):
     """The cost entries of a train record of a run with hparams `values`
@@ -114,8 +140,7 @@ class CostTable:
     if isinstance(log_variance, dict):
       by_name = {}
       for name, lv in log_variance.items():
-        model = ESTIMATOR_MODELS.get(name)
-        ms, key = self.ms_per_step(model, values) if model else (None, None)
+        ms, key = self.estimator_ms_per_step(values, name)
         if ms is not None:
           by_name[name] = (lv, ms, key)
       if not by_name:
@@ -125,12 +150,18 @@ class CostTable:
                                     for n, v in by_name.items()},
               'cost_cells': {n: v[2] for n, v in by_name.items()},
               'cost_source': self.source}
-    ms, key = self.ms_per_step(values['model'], values)
+    ms, key = self.ms_per_step(values)
     if ms is None:
       return {}
     return {'ms_per_step': ms,
             'log_variance_x_ms': log_variance_x_ms(log_variance, ms),
             'cost_cells': key, 'cost_source': self.source}
+
+
+def _shape(values):
+  """What a cell's cost depends on: model, estimator and COST_KEYS."""
+  return (values['model'], values['estimator']) + tuple(
+      values[k] for k in COST_KEYS)
 
 
 def load_table(path=None):

@@ -32,6 +32,9 @@ MODELS = {
     'CategoricalVAE': 'a VAE with n_latent categorical variables of '
                       'n_categories classes (the ARSM paper\'s), trained '
                       'with the hparam estimator',
+    'CategoricalTrackGradVariances': 'the unbiased categorical estimators\' '
+                                     'variances and costs on one trajectory '
+                                     '(the hparam estimator\'s applied)',
 }
 # What each position of a model's epoch line `Step N: [...]` is (means over
 # the epoch's steps), in order; the model's `printed_names` in words.
@@ -59,6 +62,10 @@ EPOCH_LINES = {
     'CategoricalVAE': 'ELBO, decoder evaluations per example (the '
                       'estimator\'s cost; ARSM: its distinct pseudo-actions), '
                       'temperature',
+    'CategoricalTrackGradVariances': 'ELBO, then the decoder evaluations per '
+                                     'example of reinforce_loo (2 samples), '
+                                     'rebar, relax, ars, arsm, '
+                                     'stick_breaking_disarm',
 }
 RELAX_CONTROL_VARIATES = ('rebar', 'relax', 'free')
 # The estimators of CategoricalVAE (hparam estimator), rebar/estimators/
@@ -72,10 +79,16 @@ BINARIZATIONS = ('', 'threshold')
 # Defaults a model has of its own, where they differ from the SBN's: the
 # ARSM paper's categorical VAE setup (batch 200, Adam at 0.0003, MNIST
 # thresholded at 0.5).
-MODEL_DEFAULTS = {
-    'CategoricalVAE': {'batch_size': 200, 'learning_rate': 0.0003,
-                       'binarization': 'threshold', 'estimator': 'arsm'},
-}
+_ARSM_SETUP = {'batch_size': 200, 'learning_rate': 0.0003,
+               'binarization': 'threshold', 'estimator': 'arsm'}
+MODEL_DEFAULTS = {'CategoricalVAE': _ARSM_SETUP,
+                  'CategoricalTrackGradVariances': _ARSM_SETUP}
+# The models of categorical variables (rebar/categorical_vae.py), and the
+# estimators CategoricalTrackGradVariances follows (its hparam estimator,
+# the applied one, is one of them).
+CATEGORICAL_MODELS = tuple(MODEL_DEFAULTS)
+TRACKED_CATEGORICAL = ('reinforce_loo', 'rebar', 'relax', 'ars', 'arsm',
+                       'stick_breaking_disarm')
 TASKS = ('sbn', 'sp', 'omni')
 # n_input each task's data fixes: every dataset holds 28 x 28 images
 # (rebar/data.py N_PIXELS, not imported here so that parsing hparams loads no
@@ -364,24 +377,26 @@ class HParams:
     if self.binarization and (self.task != 'sbn' or self.dynamic_b):
       raise HParamsError('binarization=threshold binarizes MNIST: it needs '
                          'task=sbn and dynamic_b=false')
-    if self.model != 'CategoricalVAE':
+    if self.model not in CATEGORICAL_MODELS:
       if self.estimator:
         raise HParamsError('estimator is CategoricalVAE\'s; an SBN model '
                            'is its estimator (model=%s): leave estimator out'
                            % self.model)
       return
-    if self.estimator not in CATEGORICAL_ESTIMATORS:
-      raise HParamsError('unknown estimator %r for CategoricalVAE; choose one '
-                         'of: %s' % (self.estimator,
-                                     ', '.join(CATEGORICAL_ESTIMATORS)))
+    choices = (CATEGORICAL_ESTIMATORS if self.model == 'CategoricalVAE'
+               else TRACKED_CATEGORICAL)
+    if self.estimator not in choices:
+      raise HParamsError('unknown estimator %r for %s; choose one of: %s'
+                         % (self.estimator, self.model, ', '.join(choices)))
     if self.n_latent <= 0 or self.n_categories < 2:
-      raise HParamsError('CategoricalVAE needs n_latent >= 1 and n_categories '
-                         '>= 2, got %d and %d'
-                         % (self.n_latent, self.n_categories))
+      raise HParamsError('%s needs n_latent >= 1 and n_categories >= 2, got '
+                         '%d and %d' % (self.model, self.n_latent,
+                                        self.n_categories))
     if self.task != 'sbn':
-      raise HParamsError('CategoricalVAE models MNIST: task must be sbn, got '
-                         '%s' % self.task)
-    if self.estimator == 'reinforce_loo' and self.n_samples < 2:
+      raise HParamsError('%s models MNIST: task must be sbn, got %s'
+                         % (self.model, self.task))
+    if (self.model == 'CategoricalVAE' and self.estimator == 'reinforce_loo'
+        and self.n_samples < 2):
       raise HParamsError('estimator reinforce_loo leaves one of each '
                          'example\'s samples out: set n_samples to 2 or more, '
                          'got %d' % self.n_samples)
@@ -404,6 +419,19 @@ def _parse_value(name, text):
     raise HParamsError('hparam %s takes a%s %s, got %r'
                        % (name, 'n' if kind is int else '', kind.__name__,
                           text)) from None
+
+
+def parse_pairs(text):
+  """The `name=value,...` pairs of `text`, typed as their defaults, as a
+  dict (no defaults filled in, no validation)."""
+  pairs = {}
+  for item in filter(None, (i.strip() for i in (text or '').split(','))):
+    name, _, value = (s.strip() for s in item.partition('='))
+    if name not in _FIELDS:
+      raise HParamsError('unknown hparam %r; valid names: %s'
+                         % (name, ', '.join(_FIELDS)))
+    pairs[name] = _parse_value(name, value)
+  return pairs
 
 
 def parse_hparams(text='', validate=True, **overrides):

@@ -49,7 +49,8 @@ The peak is the sum of
 
 import os
 
-from rebar.hparams import HParams, HParamsError
+from rebar.hparams import (CATEGORICAL_MODELS, TRACKED_CATEGORICAL, HParams,
+                           HParamsError)
 
 MB = 1 << 20
 GB = 1e9
@@ -257,7 +258,7 @@ def estimate_breakdown(hparams, n_train_rows=50000):
   estimate growing with every size.
   """
   h = hparams
-  if h.model == 'CategoricalVAE':
+  if h.model in CATEGORICAL_MODELS:
     return _categorical_breakdown(h, n_train_rows)
   n_input, n_hidden, n_layer = h.n_input, h.n_hidden, h.n_layer
   passes, layer_passes = step_passes(h)
@@ -320,10 +321,15 @@ def _categorical_breakdown(h, n_train_rows):
   if h.estimator == 'relax' and h.relax_cv != 'rebar':
     aux_params += (n_z + 1) * RELAX_HIDDEN + (h.relax_depth - 1) * (
         RELAX_HIDDEN + 1) * RELAX_HIDDEN + RELAX_HIDDEN + 1
-  evaluations = {'arsm': 1 + h.n_categories * (h.n_categories - 1) // 2,
-                 'ars': 1 + h.n_categories, 'rebar': 3,
-                 'relax': 3, 'gumbel_softmax': 2,
-                 'stick_breaking_disarm': 2}.get(h.estimator, 1)
+  per_estimator = {'arsm': 1 + h.n_categories * (h.n_categories - 1) // 2,
+                   'ars': 1 + h.n_categories, 'rebar': 3, 'relax': 3,
+                   'gumbel_softmax': 2, 'stick_breaking_disarm': 2,
+                   'reinforce_loo': 2}
+  if h.model == 'CategoricalVAE':
+    evaluations = per_estimator.get(h.estimator, 1)
+  else:  # every tracked estimator, and a model gradient each
+    evaluations = 2 * sum(per_estimator[e] for e in TRACKED_CATEGORICAL)
+    model_params *= 1 + len(TRACKED_CATEGORICAL)
   decoder_floats = n_z + sum(CATEGORICAL_HIDDEN) + 2 * h.n_input
   encoder_floats = h.n_input + sum(CATEGORICAL_HIDDEN) + 3 * n_z
   per_row = BACKWARD_FACTOR * (encoder_floats + evaluations * decoder_floats)

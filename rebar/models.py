@@ -16,7 +16,10 @@ import math
 
 import tensorflow as tf
 
-from rebar.categorical_vae import CategoricalVAE  # pylint: disable=unused-import
+# pylint: disable=unused-import
+from rebar.categorical_vae import CategoricalTrackGradVariances
+from rebar.categorical_vae import CategoricalVAE
+# pylint: enable=unused-import
 from rebar.estimator_modules import (AntitheticEstimator, GumbelEstimator,
                                      MuPropEstimator, NVILEstimator,
                                      ReinforceEstimator,
@@ -317,8 +320,8 @@ class SBNTrackGradVariances(SBNModel):
             {name: variances[i] for i, name in enumerate(self.ESTIMATOR_NAMES)})
 
 
-# The classes of the registry's names (rebar.hparams.MODELS); CategoricalVAE
-# is rebar.categorical_vae's.
+# The classes of the registry's names (rebar.hparams.MODELS); the
+# categorical ones are rebar.categorical_vae's.
 MODEL_CLASSES = {name: globals()[name] for name in MODELS}
 
 

@@ -25,14 +25,11 @@ def curve_cost(cost_table, group, curve_name):
   (None, None) without a table or a matching cell."""
   if cost_table is None or not group.get('hparams'):
     return None, None
+  values = parse_hparams(group['hparams']).values()
   if '/' in curve_name:
-    model = costs.ESTIMATOR_MODELS.get(curve_name.split('/', 1)[1])
-  else:
-    model = group['model']
-  if model is None:
-    return None, None
-  return cost_table.ms_per_step(model,
-                                parse_hparams(group['hparams']).values())
+    return cost_table.estimator_ms_per_step(values,
+                                            curve_name.split('/', 1)[1])
+  return cost_table.ms_per_step(values)
 
 
 def work_rows(config, groups, chosen, cost_table):

@@ -56,9 +56,9 @@ def test_bad_hparams_are_one_line(text, fragment):
     parse_hparams(text)
 
 
-def tiny_vae(text, monkeypatch, seed=0):
+def tiny_vae(text, monkeypatch, seed=0, model='CategoricalVAE'):
   monkeypatch.setattr(categorical_vae, 'HIDDEN', (8, 8))
-  hparams = parse_hparams('model=CategoricalVAE,' + text, **TINY)
+  hparams = parse_hparams('model=%s,%s' % (model, text), **TINY)
   rng = np.random.RandomState(seed)
   model = models.build_model(hparams, np.full(6, 0.5, np.float32), seed)
   for var in model.model_variables:
@@ -81,14 +81,26 @@ def exact_gradient(model, x):
                  model.model_variables).numpy().astype(np.float64)
 
 
-def z_scores(model, x):
+def z_scores(model, x, name=None):
+  """z per gradient element of the model's estimator, or of the tracked
+  estimator `name` (CategoricalTrackGradVariances: on the step's shared
+  noise, as its train_step runs it)."""
   batch = tf.constant(np.tile(x, (COPIES, 1)))
+
+  def estimate():
+    if name is None:
+      return model.estimate(batch)
+    tape = tf.GradientTape(persistent=True)
+    noise = model.step_noise(batch)
+    with tape:
+      result = model.run_estimator(name, batch, noise, model.samples_of(name))
+    return result, tape
 
   @tf.function
   def draws():
     out = tf.TensorArray(tf.float32, size=N_DRAWS)
     for k in tf.range(N_DRAWS):
-      result, tape = model.estimate(batch)
+      result, tape = estimate()
       with tape:
         loss = -result.surrogate
       out = out.write(k, flatten(tape.gradient(loss, model.model_variables),
@@ -115,6 +127,32 @@ def test_estimators_give_the_exact_gradient_on_average(text, monkeypatch):
   assert np.abs(z).max() < UNBIASED_BELOW
 
 
+@pytest.mark.parametrize('name', ['reinforce_loo', 'relax', 'arsm'])
+def test_tracked_estimators_are_unbiased_on_the_shared_noise(name,
+                                                             monkeypatch):
+  model = tiny_vae('estimator=rebar', monkeypatch,
+                   model='CategoricalTrackGradVariances')
+  assert np.abs(z_scores(model, X, name)).max() < UNBIASED_BELOW
+
+
+def test_tracker_prints_every_estimators_cost_and_variance(monkeypatch):
+  from rebar import train as training  # pylint: disable=g-import-not-at-top
+  model = tiny_vae('batch_size=6', monkeypatch,
+                   model='CategoricalTrackGradVariances')
+  trainer = training.Trainer(model, np.tile(X, (4, 1)))
+  assert not model.xla_compatible  # ARS and ARSM
+  trainer.run_block(np.arange(12).reshape(2, 6))
+  values, log_variances = trainer.epoch_summary()
+  printed = dict(zip(model.printed_names, values))
+  assert printed['n_evaluations_reinforce_loo'] == 2.0
+  assert printed['n_evaluations_relax'] == 3.0
+  assert 1.0 <= printed['n_evaluations_arsm'] <= 4.0
+  assert model.variance_names == tuple(sorted(model.TRACKED))
+  assert np.all(np.isfinite(log_variances))
+  # Each REBAR and RELAX estimator has its own η and temperature.
+  assert set(model.relaxations) == {'rebar', 'relax'}
+
+
 def test_gumbel_softmax_is_biased(monkeypatch):
   z = z_scores(tiny_vae('estimator=gumbel_softmax', monkeypatch), X)
   assert np.abs(z).max() > BIASED_ABOVE
@@ -128,11 +166,12 @@ def test_decoder_evaluations_count_relax_control_variate(monkeypatch):
                          ('estimator=rebar', 3.0)):
     model = tiny_vae(text, monkeypatch)
     result, _ = model.estimate(x)
-    assert float(model.decoder_evaluations(result)) == expected, text
+    assert float(model.decoder_evaluations(model.estimator, result)) == (
+        expected), text
   model = tiny_vae('estimator=arsm', monkeypatch)
   result, _ = model.estimate(x)
   # The sample and at most one action per pair of the 3 classes.
-  assert 1.0 <= float(model.decoder_evaluations(result)) <= 4.0
+  assert 1.0 <= float(model.decoder_evaluations('arsm', result)) <= 4.0
 
 
 def test_rebar_train_runs_a_categorical_vae(mirror_data_dir, tmp_path):

@@ -20,8 +20,9 @@ from tests.test_sweep import write_run
 
 
 def table_of(ms_by_key, source='test'):
-  """A CostTable of cells 'Model/column' -> ms, with the benchmark's
-  --hparams of each cell."""
+  """A CostTable of cells 'Model/column' -> ms (CategoricalVAE:
+  'CategoricalVAE/<estimator>'), with the benchmark's --hparams of each
+  cell."""
   return costs.CostTable(
       {key: {'median_ms': ms,
              'hparams': costs.cell_hparams(*key.split('/'))}
@@ -32,26 +33,38 @@ def test_a_cell_applies_only_to_runs_of_its_shape():
   table = table_of({'SBNARM/linear1': 0.8, 'SBNARM/nonlinear1': 1.5,
                     'SBNReinforceLOO/linear1': 0.9})
   arm = parse_hparams('model=SBNARM,learning_rate=0.001,trial=3').values()
-  assert table.ms_per_step('SBNARM', arm) == (0.8, 'SBNARM/linear1')
+  assert table.ms_per_step(arm) == (0.8, 'SBNARM/linear1')
   nonlinear = parse_hparams('model=SBNARM,nonlinear=true').values()
-  assert table.ms_per_step('SBNARM', nonlinear) == (1.5, 'SBNARM/nonlinear1')
+  assert table.ms_per_step(nonlinear) == (1.5, 'SBNARM/nonlinear1')
   # Another batch size, another number of samples: no cell, no cost.
   for text in ('model=SBNARM,batch_size=48', 'model=SBNARM,n_hidden=500',
-               'model=SBNARM,n_layer=2'):
-    assert table.ms_per_step('SBNARM', parse_hparams(text).values()) == (
-        None, None)
+               'model=SBNARM,n_layer=2', 'model=SBNDisARM'):
+    assert table.ms_per_step(parse_hparams(text).values()) == (None, None)
   loo = 'model=SBNReinforceLOO,n_samples=%d'
-  assert table.ms_per_step('SBNReinforceLOO', parse_hparams(
-      loo % 2).values())[0] == 0.9
-  assert table.ms_per_step('SBNReinforceLOO', parse_hparams(
-      loo % 3).values())[0] is None
+  assert table.ms_per_step(parse_hparams(loo % 2).values())[0] == 0.9
+  assert table.ms_per_step(parse_hparams(loo % 3).values())[0] is None
+
+
+def test_categorical_cells_are_per_estimator():
+  table = table_of({'CategoricalVAE/arsm': 40.0,
+                    'CategoricalVAE/reinforce_loo': 3.0})
+  arsm = parse_hparams('model=CategoricalVAE,estimator=arsm').values()
+  assert table.ms_per_step(arsm) == (40.0, 'CategoricalVAE/arsm')
+  other = parse_hparams('model=CategoricalVAE,estimator=arsm,'
+                        'n_categories=5').values()
+  assert table.ms_per_step(other) == (None, None)
+  tracker = parse_hparams('model=CategoricalTrackGradVariances').values()
+  fields = table.record_fields(tracker, {'arsm': -9.0, 'reinforce_loo': -8.0,
+                                         'rebar': -9.5})
+  # The tracker's LOO runs 2 samples, as its cell does.
+  assert fields['ms_per_step'] == {'arsm': 40.0, 'reinforce_loo': 3.0}
 
 
 def test_cells_without_recorded_hparams_are_read_as_the_benchmark_ran_them():
   table = costs.CostTable({'SBNRebar/linear2': {'median_ms': 2.0},
                            'SBNGone/linear1': {'median_ms': 1.0}}, 'old')
   rebar2 = parse_hparams('model=SBNRebar,n_layer=2').values()
-  assert table.ms_per_step('SBNRebar', rebar2) == (2.0, 'SBNRebar/linear2')
+  assert table.ms_per_step(rebar2) == (2.0, 'SBNRebar/linear2')
 
 
 def test_record_fields_of_one_estimator_and_of_the_tracker():
@@ -93,15 +106,22 @@ def test_the_committed_benchmark_costs_every_tracked_estimator():
   SBNTrackGradVariances follows, in every column, recorded with the
   --hparams that rebar.costs matches runs against."""
   table = costs.load_table()
-  for model in costs.ESTIMATOR_MODELS.values():
+  for fragment in costs.ESTIMATOR_MODELS.values():
+    if 'Categorical' in fragment:
+      continue
+    model = fragment.split('=')[1]
     for column in costs.COLUMNS:
       values = parse_hparams(costs.cell_hparams(model, column)).values()
-      ms, key = table.ms_per_step(model, values)
+      ms, key = table.ms_per_step(values)
       assert key == '%s/%s' % (model, column) and ms > 0
   with open(costs.DEFAULT_TABLE) as f:
     cells = json.load(f)['cells']
   assert cells['SBNRelax/linear1']['hparams'] == costs.cell_hparams(
       'SBNRelax', 'linear1')
+  for name in costs.CATEGORICAL_CELLS:
+    values = parse_hparams(costs.cell_hparams('CategoricalVAE',
+                                              name)).values()
+    assert table.ms_per_step(values)[1] == 'CategoricalVAE/' + name
 
 
 def test_train_records_and_tensorboard_carry_the_costs(tmp_path):
