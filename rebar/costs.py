@@ -124,7 +124,8 @@ class CostTable:
     (None, None) for an estimator with none."""
     if name not in ESTIMATOR_MODELS:
       return None, None
-    return self.ms_per_step(dict(values, **parse_pairs(
+    alone = dict(values, track_extra='', track_relax=False)
+    return self.ms_per_step(dict(alone, **parse_pairs(
         ESTIMATOR_MODELS[name])))
 
   def record_fields(self, values, log_variance):
@@ -158,10 +159,21 @@ class CostTable:
             'cost_cells': key, 'cost_source': self.source}
 
 
+# The hparams of RELAX's network r_ρ, which only a model that runs RELAX
+# reads.
+RELAX_KEYS = ('relax_cv', 'relax_depth')
+RELAX_MODELS = ('SBNRelax', 'SBNRebarPerLayer')
+
+
 def _shape(values):
-  """What a cell's cost depends on: model, estimator and COST_KEYS."""
+  """What a cell's cost depends on: model, estimator and COST_KEYS (RELAX's
+  only for a model that runs RELAX)."""
+  runs_relax = (values['model'] in RELAX_MODELS
+                or values['estimator'] == 'relax' or values['track_relax']
+                or 'relax' in values['track_extra'].split('+'))
   return (values['model'], values['estimator']) + tuple(
-      values[k] for k in COST_KEYS)
+      values[k] if runs_relax or k not in RELAX_KEYS else None
+      for k in COST_KEYS)
 
 
 def load_table(path=None):

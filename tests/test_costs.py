@@ -45,6 +45,16 @@ def test_a_cell_applies_only_to_runs_of_its_shape():
   assert table.ms_per_step(parse_hparams(loo % 3).values())[0] is None
 
 
+def test_relax_network_sizes_matter_only_to_models_that_run_relax():
+  table = table_of({'SBNNVIL/linear1': 0.7, 'SBNRelax/linear1': 2.5})
+  nvil = parse_hparams('model=SBNNVIL,relax_depth=4').values()
+  assert table.ms_per_step(nvil)[0] == 0.7
+  relax = parse_hparams(costs.cell_hparams('SBNRelax', 'linear1')).values()
+  assert table.ms_per_step(relax)[0] == 2.5
+  relax['relax_depth'] = 2
+  assert table.ms_per_step(relax)[0] is None
+
+
 def test_categorical_cells_are_per_estimator():
   table = table_of({'CategoricalVAE/arsm': 40.0,
                     'CategoricalVAE/reinforce_loo': 3.0})
