@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 from rebar.estimators import bernoulli
+from tests.gradients import finite_differences
 
 D = 3
 N_DRAWS = 200000
@@ -366,25 +367,6 @@ def variance_objective_and_gradient(build, variables):
     objective = build().variance_objective
   return float(objective), [g.numpy() for g in
                             tape.gradient(objective, variables)]
-
-
-def finite_differences(build, variables, h=1e-6):
-  """Central differences of variance_objective in every element."""
-  grads = []
-  for var in variables:
-    start = np.array(var.numpy())
-    grad = np.zeros_like(start)
-    for index in np.ndindex(start.shape):
-      values = []
-      for sign in (1.0, -1.0):
-        moved = start.copy()
-        moved[index] += sign * h
-        var.assign(moved)
-        values.append(float(build().variance_objective))
-      grad[index] = (values[0] - values[1]) / (2 * h)
-    var.assign(start)
-    grads.append(grad)
-  return grads
 
 
 def test_rebar_variance_gradient_matches_finite_differences():

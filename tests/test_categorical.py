@@ -45,6 +45,7 @@ import pytest
 import tensorflow as tf
 
 from rebar.estimators import categorical
+from tests.gradients import finite_differences
 
 K = 2                     # variables
 C = 3                     # categories
@@ -588,25 +589,6 @@ def test_control_variate_parameters_get_nothing_from_the_surrogate():
                                tf.exp(log_temperature))
   assert tape.gradient(result.surrogate, [eta, log_temperature]) == [None,
                                                                       None]
-
-
-def finite_differences(build, variables, h=1e-6):
-  """Central differences of variance_objective in every element."""
-  grads = []
-  for var in variables:
-    start = np.array(var.numpy())
-    grad = np.zeros_like(start)
-    for index in np.ndindex(start.shape):
-      values = []
-      for sign in (1.0, -1.0):
-        moved = start.copy()
-        moved[index] += sign * h
-        var.assign(moved)
-        values.append(float(build().variance_objective))
-      grad[index] = (values[0] - values[1]) / (2 * h)
-    var.assign(start)
-    grads.append(grad)
-  return grads
 
 
 def test_rebar_variance_gradient_matches_finite_differences():

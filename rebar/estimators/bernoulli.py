@@ -104,9 +104,9 @@ def _score(logits, b):
   return sg(b - tf.sigmoid(logits))
 
 
-def _result(estimate, logits, f_values, objective=None, learning_signal=None,
-            values=None):
-  """Packs ĝ into a Result.
+def pack_result(estimate, logits, f_values, objective=None,
+                learning_signal=None, values=None):
+  """Packs ĝ into a Result (categorical.py's estimators use it too).
 
   Without `objective` (the score-function estimators, ARM and DisARM, whose
   f values have no path to ℓ): surrogate = mean_rows values +
@@ -131,7 +131,8 @@ def _result(estimate, logits, f_values, objective=None, learning_signal=None,
 def _score_function(logits, b, f_values, learning_signal):
   """ĝ = learning_signal · (b - σ(ℓ)), [..., d]."""
   estimate = learning_signal[..., None] * _score(logits, b)
-  return _result(estimate, logits, f_values, learning_signal=learning_signal)
+  return pack_result(estimate, logits, f_values,
+                     learning_signal=learning_signal)
 
 
 def reinforce(logits, f, u, baseline=0.0):
@@ -196,9 +197,9 @@ def _antithetic_pair(logits, f, u):
 def _antithetic_result(logits, estimate, f_values, f_anti):
   """ĝ [..., d] packed with the pair mean as the surrogate's value and
   f(b) - f(b') as the learning signal (module docstring)."""
-  return _result(estimate, logits, f_values,
-                 learning_signal=sg(f_values) - sg(f_anti),
-                 values=0.5 * (f_values + f_anti))
+  return pack_result(estimate, logits, f_values,
+                     learning_signal=sg(f_values) - sg(f_anti),
+                     values=0.5 * (f_values + f_anti))
 
 
 def arm_estimate(u, f_values, f_anti):
@@ -301,7 +302,7 @@ def concrete(logits, f, u, temperature):
     total = tf.reduce_sum(relaxed_values)
   estimate = tape.gradient(total, logits)
   f_values = f(_hard(logits, u))
-  return _result(estimate, logits, f_values, objective=relaxed_values)
+  return pack_result(estimate, logits, f_values, objective=relaxed_values)
 
 
 def straight_through(logits, f, u):
@@ -325,7 +326,7 @@ def straight_through(logits, f, u):
     f_values = f(_hard(logits, u) + (mean - sg(mean)))
     total = tf.reduce_sum(f_values)
   estimate = tape.gradient(total, logits)
-  return _result(estimate, logits, f_values, objective=f_values)
+  return pack_result(estimate, logits, f_values, objective=f_values)
 
 
 def conditional_logistic_sample(logits, b, v):
@@ -397,7 +398,8 @@ def relax(logits, f, u, v, control_variate, eta=1.0):
   f_values = f(b)
   estimate, learning_signal = relax_estimate(logits, b, f_values, c_z_tilde,
                                              reparameterised, eta)
-  return _result(estimate, logits, f_values, learning_signal=learning_signal)
+  return pack_result(estimate, logits, f_values,
+                     learning_signal=learning_signal)
 
 
 def relax_estimate(logits, b, f_values, c_z_tilde, reparameterised, eta):

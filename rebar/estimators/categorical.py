@@ -99,6 +99,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from rebar.estimators import bernoulli
 from rebar.sbn import center
 
 sg = tf.stop_gradient
@@ -150,26 +151,11 @@ def _score(logits, b):
 
 def _result(estimate, logits, f_values, n_evaluations, objective=None,
             learning_signal=None, values=None):
-  """Packs ĝ into a Result, as bernoulli._result does.
-
-  Without `objective` (f has no path to ℓ): surrogate = mean_rows values +
-  Σ sg(ĝ)(ℓ - sg(ℓ)) / rows, the second term 0 in value with gradient
-  ĝ / rows with respect to ℓ; `values` ([...], default f_values) is what f's
-  own variables are trained at. With `objective` (f at a sample
-  differentiable in ℓ, whose gradient is ĝ): surrogate = mean_rows
-  objective.
-  """
-  if objective is None:
-    values = f_values if values is None else values
-    rows = tf.cast(tf.size(values), estimate.dtype)
-    linear = tf.reduce_sum(sg(estimate) * (logits - sg(logits))) / rows
-    surrogate = tf.reduce_mean(values) + linear
-  else:
-    surrogate = tf.reduce_mean(objective)
-  return Result(surrogate=surrogate, estimate=estimate,
-                variance_objective=tf.reduce_mean(tf.square(estimate)),
-                f_values=f_values, learning_signal=learning_signal,
-                n_evaluations=n_evaluations)
+  """Packs ĝ into a Result: bernoulli.pack_result's fields (its docstring
+  says how the surrogate is formed) and n_evaluations."""
+  packed = bernoulli.pack_result(estimate, logits, f_values, objective,
+                                 learning_signal, values)
+  return Result(**packed._asdict(), n_evaluations=n_evaluations)
 
 
 def reinforce_loo(logits, f, u):
