@@ -417,8 +417,10 @@ def _swapped_actions(logits, u, pairs):
                        _swap_permutations(_num_categories(u), pairs),
                        axis=-1)                          # [..., K, A, C]
   key = permuted - tf.nn.log_softmax(logits, axis=-1)[..., None, :]
-  return tf.linalg.matrix_transpose(
-      tf.argmin(key, axis=-1, output_type=tf.int32))
+  # Transposed as floats: oneDNN's int32 transpose logs an error line on
+  # CPUs without AVX-512.
+  return tf.argmin(tf.einsum('...kac->...akc', key), axis=-1,
+                   output_type=tf.int32)
 
 
 def pseudo_actions(logits, u, reference=None):
