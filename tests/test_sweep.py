@@ -311,7 +311,12 @@ def test_every_shipped_config_loads():
               'structured_prediction': 45 * 3, 'variance_figure': 2,
               'mini_mnist_linear1': 5,
               # 4 models + SBNGumbel at 2 temperatures, one rate and trial.
-              'full_mnist_linear1': 6}
+              'full_mnist_linear1': 6,
+              'relax_comparison': 4,
+              # 4 settings x 7 models; the tracker on 2 settings.
+              'binary_comparison': 28, 'binary_variance': 2}
+  shipped = {p.stem for p in CONFIGS.glob('*.json')} - {'published'}
+  assert shipped == set(expected)
   for name, n_runs in expected.items():
     config = sweep.load_config(CONFIGS / (name + '.json'))
     assert len(sweep.expand_runs(config)) == n_runs, name
