@@ -386,20 +386,32 @@ def relax(logits, f, u, v, control_variate, eta=1.0):
   """
   u, v = sg(u), sg(v)
   logits = _per_row_logits(logits, u)
-  with tf.GradientTape() as tape:
-    tape.watch(logits)
-    z = logistic_sample(logits, u)
-    b = _hard(logits, u)
-    z_tilde = conditional_logistic_sample(logits, b, v)
-    c_z_tilde = control_variate(z_tilde)
-    # One gradient of the difference gives ∂c(z)/∂ℓ - ∂c(z~)/∂ℓ per row.
-    difference = tf.reduce_sum(control_variate(z)) - tf.reduce_sum(c_z_tilde)
-  reparameterised = tape.gradient(difference, logits)
+  b, c_z_tilde, reparameterised = relax_parts(
+      logits, control_variate, lambda l: logistic_sample(l, u),
+      lambda l, z: _hard(l, u),
+      lambda l, b: conditional_logistic_sample(l, b, v))
   f_values = f(b)
   estimate, learning_signal = relax_estimate(logits, b, f_values, c_z_tilde,
                                              reparameterised, eta)
   return pack_result(estimate, logits, f_values,
                      learning_signal=learning_signal)
+
+
+def relax_parts(logits, control_variate, sample, hard, conditional):
+  """RELAX's sample and control-variate terms, for any discrete family
+  (categorical.py uses it too).
+
+  With z = sample(ℓ), b = hard(ℓ, z) and z~ = conditional(ℓ, b), returns
+  (b, c(z~), ∂c(z)/∂ℓ - ∂c(z~)/∂ℓ), the derivatives total (through z and
+  z~) at fixed noise; the last from one gradient of Σ c(z) - Σ c(z~).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(logits)
+    z = sample(logits)
+    b = hard(logits, z)
+    c_z_tilde = control_variate(conditional(logits, b))
+    difference = tf.reduce_sum(control_variate(z)) - tf.reduce_sum(c_z_tilde)
+  return b, c_z_tilde, tape.gradient(difference, logits)
 
 
 def relax_estimate(logits, b, f_values, c_z_tilde, reparameterised, eta):

@@ -314,15 +314,10 @@ def relax_estimate(logits, b, f_values, c_z_tilde, reparameterised, eta):
 def _relax(logits, f, u, v, control_variate, eta, n_evaluations):
   u, v = sg(u), sg(v)
   logits = _per_row_logits(logits, u)
-  with tf.GradientTape() as tape:
-    tape.watch(logits)
-    z = gumbel_sample(logits, u)
-    b = hard_sample(z)
-    z_tilde = conditional_gumbel_sample(logits, b, v)
-    c_z_tilde = control_variate(z_tilde)
-    # One gradient of the difference gives ∂c(z)/∂ℓ - ∂c(z~)/∂ℓ per row.
-    difference = tf.reduce_sum(control_variate(z)) - tf.reduce_sum(c_z_tilde)
-  reparameterised = tape.gradient(difference, logits)
+  b, c_z_tilde, reparameterised = bernoulli.relax_parts(
+      logits, control_variate, lambda l: gumbel_sample(l, u),
+      lambda l, z: hard_sample(z),
+      lambda l, b: conditional_gumbel_sample(l, b, v))
   f_values = f(b)
   estimate, learning_signal = relax_estimate(logits, b, f_values, c_z_tilde,
                                              reparameterised, eta)
