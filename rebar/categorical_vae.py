@@ -100,11 +100,9 @@ class CategoricalNetwork(tf.Module):
     return log_p_x + log_prior - log_q
 
 
-def gumbel_argmax(logits, u):
-  """One-hot argmax of log_softmax(ℓ) - log(-log u): b ~ Cat(softmax(ℓ))."""
-  z = tf.nn.log_softmax(logits) - tf.math.log(-tf.math.log(u))
-  return tf.one_hot(tf.argmax(z, axis=-1), tf.shape(logits)[-1],
-                    dtype=logits.dtype)
+def uniforms(generator, shape):
+  """Uniforms in (0, 1) kept off the ends, where log(-log u) is infinite."""
+  return generator.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7)
 
 
 class Relaxation(tf.Module):
@@ -207,9 +205,6 @@ class CategoricalVAE(tf.Module):
       return self.relaxations[self.estimator].temperature()
     return tf.constant(self.hparams.temperature, tf.float32)
 
-  def _noise(self, shape):
-    return self.noise_generator.uniform(shape, minval=1e-7, maxval=1.0 - 1e-7)
-
   def samples_of(self, name):
     """Rows per example that estimator `name` runs on: n_samples."""
     del name
@@ -222,17 +217,19 @@ class CategoricalVAE(tf.Module):
     hp = self.hparams
     most = max(self.samples_of(name) for name in self.estimator_names)
     shape = [most * tf.shape(x)[0], hp.n_latent, hp.n_categories]
-    return {'u': self._noise(shape), 'v': self._noise(shape)}
+    return {'u': uniforms(self.noise_generator, shape),
+            'v': uniforms(self.noise_generator, shape)}
 
-  def run_estimator(self, name, x, noise, samples):
-    """categorical.Result of estimator `name` on x [B, D], each row
+  def run_estimator(self, name, x, logits, noise, samples):
+    """categorical.Result of estimator `name` on x [B, D] with the
+    encoder's logits of x [B, K, C] (computed once per step), each row
     `samples` times, with the step's noise (its first B·samples rows).
     Call under the step's tape."""
     hp = self.hparams
     rows = tf.tile(x, [samples, 1])
     n_rows = tf.shape(rows)[0]
     shape = [n_rows, hp.n_latent, hp.n_categories]
-    logits = self.network.logits(rows)
+    logits = tf.tile(logits, [samples, 1, 1])
     u, v = noise['u'][:n_rows], noise['v'][:n_rows]
 
     def f(b):
@@ -261,8 +258,8 @@ class CategoricalVAE(tf.Module):
     tape = tf.GradientTape(persistent=True)
     noise = self.step_noise(x)
     with tape:
-      result = self.run_estimator(self.estimator, x, noise,
-                                  self.samples_of(self.estimator))
+      result = self.run_estimator(self.estimator, x, self.network.logits(x),
+                                  noise, self.samples_of(self.estimator))
     return result, tape
 
   def train_step(self, x):
@@ -318,16 +315,16 @@ class CategoricalVAE(tf.Module):
     n = tf.shape(x)[0]
     rows = tf.tile(x, [n_samples, 1])
     logits = self.network.logits(rows)
-    b = gumbel_argmax(logits, noise)
+    b = categorical.hard_sample(categorical.gumbel_sample(logits, noise))
     f = tf.reshape(self.network.elbo(rows, b, logits), [n_samples, n])
     return (tf.reduce_logsumexp(f, axis=0) - math.log(n_samples),
             tf.reduce_mean(f, axis=0))
 
   def sample_eval_noise(self, x, n_samples):
     """iw_bound's uniforms: [n_samples · n, K, C]."""
-    return self.eval_generator.uniform(
-        [n_samples * tf.shape(x)[0], self.hparams.n_latent,
-         self.hparams.n_categories], minval=1e-7, maxval=1.0 - 1e-7)
+    return uniforms(self.eval_generator,
+                    [n_samples * tf.shape(x)[0], self.hparams.n_latent,
+                     self.hparams.n_categories])
 
 
 class CategoricalTrackGradVariances(CategoricalVAE):
@@ -364,7 +361,8 @@ class CategoricalTrackGradVariances(CategoricalVAE):
     noise = self.step_noise(x)
     tape = tf.GradientTape(persistent=True)
     with tape:
-      results = {name: self.run_estimator(name, x, noise,
+      logits = self.network.logits(x)
+      results = {name: self.run_estimator(name, x, logits, noise,
                                           self.samples_of(name))
                  for name in self.TRACKED}
     grads = {name: tape.gradient(self.loss(tape, results[name]),

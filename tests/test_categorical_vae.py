@@ -93,7 +93,8 @@ def z_scores(model, x, name=None):
     tape = tf.GradientTape(persistent=True)
     noise = model.step_noise(batch)
     with tape:
-      result = model.run_estimator(name, batch, noise, model.samples_of(name))
+      result = model.run_estimator(name, batch, model.network.logits(batch),
+                                   noise, model.samples_of(name))
     return result, tape
 
   @tf.function
