@@ -11,6 +11,7 @@ import os
 
 from rebar.config import model_label
 from rebar.report_numbers import curves
+from rebar.report_numbers import selected_groups
 from rebar.report_work import curve_cost
 
 
@@ -33,11 +34,8 @@ def figure_series(config, groups, chosen, setting, cost_table=None):
   point), averaged over trials; 'work' curves (log variance + log ms) only
   with a `cost_table` cell for the estimator."""
   series = []
-  for model in config.models:
-    choice = chosen[(setting, model)]
-    if choice.rate is None:
-      continue
-    group = groups[choice.key(setting, model)]
+  for model, choice, group in selected_groups(config, groups, chosen,
+                                              setting):
     label_model = model_label(model, choice.grid)
     for name, (steps, values) in sorted(curves(group['records']).items()):
       label = ('%s, lr %g' % (label_model, choice.rate) if '/' not in name

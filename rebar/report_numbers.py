@@ -220,6 +220,15 @@ def select(config, groups):
   return chosen
 
 
+def selected_groups(config, groups, chosen, setting):
+  """(model, Choice, group) for each model of the config, in its order,
+  that `select` chose a learning rate (and grid point) for in `setting`."""
+  for model in config.models:
+    choice = chosen[(setting, model)]
+    if choice.rate is not None:
+      yield model, choice, groups[choice.key(setting, model)]
+
+
 def load_published(config):
   """(rows {setting: {model: entry}}, sources, checkpoints) of the config.
 

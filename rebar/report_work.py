@@ -17,6 +17,7 @@ from rebar import costs
 from rebar.config import model_label
 from rebar.hparams import parse_hparams
 from rebar.report_numbers import curves
+from rebar.report_numbers import selected_groups
 
 
 def curve_cost(cost_table, group, curve_name):
@@ -40,11 +41,8 @@ def work_rows(config, groups, chosen, cost_table):
   rows = []
   for setting in config.settings:
     in_setting = []
-    for model in config.models:
-      choice = chosen[(setting, model)]
-      if choice.rate is None:
-        continue
-      group = groups[choice.key(setting, model)]
+    for model, choice, group in selected_groups(config, groups, chosen,
+                                                setting):
       for name, (_, values) in sorted(curves(group['records']).items()):
         if not name.startswith('log_variance'):
           continue
