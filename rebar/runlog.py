@@ -86,13 +86,16 @@ class RunLog:
       rebar_train gives `<working_dir>/tensorboard/<short name>`, so that
       TensorBoard lists the run under a readable name.
     hparams: the run's hparams (name -> value), written as a text summary.
+    scalars: record -> [(tag, value)], the summaries of a record (default
+      the SBN records'; rebar.rl.train gives its own).
   Raises:
     RunDirError: a record the restored state depends on is damaged.
   """
 
   def __init__(self, run_dir, committed, resume_step, tensorboard_dir=None,
-               hparams=None):
+               hparams=None, scalars=tensorboard_scalars):
     self.path = os.path.join(run_dir, METRICS_FILE)
+    self.scalars = scalars
     self.records = self._kept_records(committed, resume_step)
     write_text(self.path, ''.join(json.dumps(r, allow_nan=False) + '\n'
                                   for r in self.records))
@@ -171,7 +174,7 @@ class RunLog:
 
   def _summarize(self, record):
     with self.writer.as_default():
-      for tag, value in tensorboard_scalars(record):
+      for tag, value in self.scalars(record):
         write_scalar(tag, value, record['step'])
 
 
