@@ -6,7 +6,13 @@ learning rates, trials, optionally a model's own grid of further hparams
 point); its format is described in docs/reproduction.md ("Config format").
 `load_config` reads and checks one, raising ConfigError (one line naming the
 fix) for anything it cannot use; `expand_runs` lists its runs. Both
-`rebar.sweep` and `rebar.report` use them, so that both see the same runs.
+`rebar.sweep` and the reports use them, so that all see the same runs.
+
+Its `program` (PROGRAMS) says what a run is: `train` (the default) an SBN
+run of rebar_train.py, `rl` a policy-gradient run of `python -m rebar.rl`,
+whose "models" are methods and whose `max_steps` counts episodes. The
+program decides how runs are named, which hparams a grid may sweep, which
+flags and selection metrics a config may name; everything else is shared.
 """
 
 import dataclasses
@@ -14,11 +20,14 @@ import itertools
 import json
 import os
 import pathlib
+from typing import Callable
 
 from rebar.hparams import HParams, HParamsError, parse_hparams
+from rebar.rl import settings as rl_settings
 
 # Config keys: name -> (required, accepted types, meaning for error messages).
 _CONFIG_KEYS = {
+    'program': (False, (str,), '"train" (the default) or "rl"'),
     'name': (False, (str,), 'a short name'),
     'description': (False, (str,), 'free text'),
     'source': (False, (str, list), 'provenance, free text'),
@@ -35,7 +44,7 @@ _CONFIG_KEYS = {
                         'true: --seed=<trial>; false: rebar_train draws one'),
     'max_steps': (True, (int,), 'a positive int'),
     'eval_freq': (True, (int,), 'evaluation interval in epochs'),
-    'flags': (False, (dict,), 'extra rebar_train flags, name -> value'),
+    'flags': (False, (dict,), 'extra flags of the runs, name -> value'),
     'selection': (True, (dict,), 'the learning-rate selection rule'),
     'published': (False, (dict, type(None)),
                   '{"file": ..., "table": ...} or null'),
@@ -47,10 +56,68 @@ EXTRA_FLAGS = {'final_eval': bool, 'eval_images': int, 'eval_samples': int,
 # Selection metrics: per trial, the best value over its records; per learning
 # rate, the mean over trials; the highest mean wins.
 SELECTION_METRICS = ('valid_iw_bound', 'train_elbo')
-# Hparams the sweep sets per run; a setting or the common fragment must not.
-_SWEPT_HPARAMS = ('model', 'learning_rate', 'trial')
-# The type of each hparam (that of its default), for the values of a grid.
-_HPARAM_TYPES = {f.name: type(f.default) for f in dataclasses.fields(HParams)}
+# The same for `python -m rebar.rl` (which sets hparams, working_dir,
+# max_episodes, seed and threads from the sweep), with the least value each
+# int flag takes; and its one metric, episodes to solve (lowest wins).
+RL_FLAGS = {'log_every': int, 'stop_when_solved': bool,
+            'checkpoint_secs': int}
+RL_FLAG_MINIMA = {'log_every': 1, 'checkpoint_secs': 0}
+RL_SELECTION_METRICS = ('episodes_to_solve',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What a config's `program` key selects (PROGRAMS holds each).
+
+  Attributes:
+    name: the key's value.
+    run_name: hparams text -> the run directory name the program gives it;
+      raises HParamsError (one line) for text it cannot run.
+    model_hparam: the hparam a config's "models" set ('model', 'method').
+    hparam_types: hparam -> type (its default's), for `model_grids`.
+    flags: extra flags a config may set, name -> type.
+    flag_minima: int flag -> its least value (flags absent: any).
+    metrics: the selection metrics.
+    eval_freq: whether its runs are evaluated (else "eval_freq" may be left
+      out, and must be 0 where given).
+    datasets: whether its runs read the datasets the sweep fetches first.
+    report: the command that reports its configs.
+  """
+  name: str
+  run_name: Callable[[str], str]
+  model_hparam: str
+  hparam_types: dict
+  flags: dict
+  flag_minima: dict
+  metrics: tuple
+  eval_freq: bool
+  datasets: bool
+  report: str
+
+  @property
+  def swept(self):
+    """Hparams the sweep sets per run; a setting or fragment must not."""
+    return (self.model_hparam, 'learning_rate', 'trial')
+
+
+PROGRAMS = {
+    'train': Program(
+        name='train', run_name=lambda text: parse_hparams(text).run_name(),
+        model_hparam='model',
+        hparam_types={f.name: type(f.default)
+                      for f in dataclasses.fields(HParams)},
+        flags=EXTRA_FLAGS, flag_minima={}, metrics=SELECTION_METRICS,
+        eval_freq=True, datasets=True, report='rebar.report'),
+    'rl': Program(
+        name='rl',
+        run_name=lambda text: rl_settings.parse_settings(text).run_name(),
+        model_hparam='method',
+        hparam_types={f.name: type(f.default)
+                      for f in dataclasses.fields(rl_settings.RLSettings)},
+        flags=RL_FLAGS, flag_minima=RL_FLAG_MINIMA,
+        metrics=RL_SELECTION_METRICS, eval_freq=False, datasets=False,
+        report='rebar.rl.report'),
+}
 # How a grid value of each type is written in JSON (error messages).
 _JSON_KINDS = {float: 'a JSON number', int: 'a JSON integer',
                bool: 'true or false', str: 'a JSON string'}
@@ -80,18 +147,24 @@ class Config:
   # model -> {hparam: [values]}, in the file's order; models without a grid
   # are absent.
   model_grids: dict = dataclasses.field(default_factory=dict)
+  program: str = 'train'  # a key of PROGRAMS
+
+  @property
+  def program_spec(self):
+    """The Program of `program`."""
+    return PROGRAMS[self.program]
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One rebar_train invocation of a sweep."""
+  """One run of a sweep (a rebar_train or rebar.rl invocation)."""
   setting: str
-  model: str
+  model: str  # the model, or for program rl the method
   learning_rate: float
   trial: int
   hparams: str  # the --hparams string
-  name: str  # the run directory name, as rebar_train computes it
-  seed: int  # None: drawn by rebar_train
+  name: str  # the run directory name, as the program computes it
+  seed: int  # None: drawn by the run
   # The point of the model's own grid: ((hparam, value), ...); () if none.
   grid: tuple = ()
 
@@ -147,22 +220,34 @@ def load_config(path):
   raw = _read_json(path)
   # The checks run in this order, so that a config with several mistakes
   # is always reported by the same one.
-  _check_keys(path, raw)
+  program = _check_keys(path, raw)
   settings, models, rates, trials = _check_grid(path, raw)
-  model_grids = _check_model_grids(path, raw.get('model_grids', {}), models)
-  _check_steps(path, raw)
-  extra = _check_flags(path, raw.get('flags', {}))
-  _check_selection(path, raw['selection'])
+  model_grids = _check_model_grids(path, raw.get('model_grids', {}), models,
+                                   program)
+  _check_steps(path, raw, program)
+  extra = _check_flags(path, raw.get('flags', {}), program)
+  _check_selection(path, raw['selection'], program)
   published = _check_published(path, raw.get('published'))
   config = Config(path=path.resolve(), name=raw.get('name', path.stem),
                   hparams=raw.get('hparams', ''), settings=dict(settings),
                   models=list(models), learning_rates=rates, trials=trials,
                   seed_from_trial=raw.get('seed_from_trial', True),
-                  max_steps=raw['max_steps'], eval_freq=raw['eval_freq'],
+                  max_steps=raw['max_steps'],
+                  eval_freq=raw.get('eval_freq', 0),
                   flags=dict(extra), selection=dict(raw['selection']),
-                  published=published, raw=raw, model_grids=model_grids)
+                  published=published, raw=raw, model_grids=model_grids,
+                  program=program.name)
   expand_runs(config)  # checks every hparams string now, not mid-sweep
   return config
+
+
+def require_program(config, name):
+  """ConfigError unless `config` is of program `name` (a report reads the
+  runs of one program only)."""
+  if config.program != name:
+    raise ConfigError('config %s is of program "%s"; report it with `python '
+                      '-m %s`' % (config.path, config.program,
+                                  config.program_spec.report))
 
 
 def _bad(path, message):
@@ -187,7 +272,8 @@ def _read_json(path):
 
 
 def _check_keys(path, raw):
-  """Every key known, every required one there, each of its type."""
+  """Every key known, every required one there, each of its type; returns
+  the config's Program."""
   if not isinstance(raw, dict):
     raise _bad(path, 'the top level must be a JSON object; see '
                'docs/reproduction.md "Config format" for the format')
@@ -195,9 +281,14 @@ def _check_keys(path, raw):
     if key not in _CONFIG_KEYS:
       raise _bad(path, 'unknown key %r; valid keys: %s'
                  % (key, ', '.join(_CONFIG_KEYS)))
+  name = raw.get('program', 'train')
+  if name not in PROGRAMS:
+    raise _bad(path, '"program" must be one of %s, got %s'
+               % (', '.join('"%s"' % p for p in PROGRAMS), json.dumps(name)))
+  program = PROGRAMS[name]
   for key, (required, types, meaning) in _CONFIG_KEYS.items():
     if key not in raw:
-      if required:
+      if required and (key != 'eval_freq' or program.eval_freq):
         raise _bad(path, 'missing key %r (%s); add it' % (key, meaning))
       continue
     value = raw[key]
@@ -205,6 +296,7 @@ def _check_keys(path, raw):
     if not isinstance(value, types) or (
         isinstance(value, bool) and bool not in types):
       raise _bad(path, '%r must be %s, got %r' % (key, meaning, value))
+  return program
 
 
 def _check_grid(path, raw):
@@ -237,8 +329,10 @@ def _check_grid(path, raw):
   return settings, models, rates, trials
 
 
-def _check_model_grids(path, model_grids, models):
-  """{model: {hparam: [typed values]}}: each model's own grid, checked."""
+def _check_model_grids(path, model_grids, models, program):
+  """{model: {hparam: [typed values]}}: each model's own grid, checked
+  against the hparams of `program`."""
+  swept, types = program.swept, program.hparam_types
   checked = {}
   for model, grid in model_grids.items():
     where = '"model_grids" %s' % model
@@ -250,16 +344,16 @@ def _check_model_grids(path, model_grids, models):
                  '{"temperature": [0.1, 0.5]}' % where)
     checked[model] = {}
     for name, values in grid.items():
-      if name in _SWEPT_HPARAMS:
+      if name in swept:
         raise _bad(path, '%s sweeps %s, which the sweep sets per run; use '
                    '"models", "learning_rates" or "trials" instead'
                    % (where, name))
-      if name not in _HPARAM_TYPES:
+      if name not in types:
         raise _bad(path, '%s: unknown hparam %r; valid names: %s'
                    % (where, name, ', '.join(
-                       n for n in _HPARAM_TYPES if n not in _SWEPT_HPARAMS)))
+                       n for n in types if n not in swept)))
       checked[model][name] = _check_grid_values(
-          path, '%s %s' % (where, name), _HPARAM_TYPES[name], values)
+          path, '%s %s' % (where, name), types[name], values)
   return checked
 
 
@@ -288,35 +382,43 @@ def _check_grid_values(path, where, kind, values):
   return typed
 
 
-def _check_steps(path, raw):
+def _check_steps(path, raw, program):
   if raw['max_steps'] <= 0:
     raise _bad(path, '"max_steps" must be positive')
-  if raw['eval_freq'] < 0:
+  if not program.eval_freq:
+    # Its runs are never evaluated; a number here would promise otherwise.
+    if raw.get('eval_freq', 0) != 0:
+      raise _bad(path, '"eval_freq" does not apply to program "%s" (its runs '
+                 'are not evaluated); remove it' % program.name)
+  elif raw['eval_freq'] < 0:
     raise _bad(path, '"eval_freq" must be 0 (never) or a number of epochs')
 
 
-def _check_flags(path, extra):
-  """The extra rebar_train flags, each one the sweep passes on, typed."""
+def _check_flags(path, extra, program):
+  """The extra flags of the runs, each one the sweep passes on, typed."""
   for flag, value in extra.items():
-    if flag not in EXTRA_FLAGS:
+    if flag not in program.flags:
       raise _bad(path, '"flags" has %r, which the sweep does not pass on; '
                  'allowed: %s (the sweep sets the others itself)'
-                 % (flag, ', '.join(EXTRA_FLAGS)))
-    kind = EXTRA_FLAGS[flag]
+                 % (flag, ', '.join(program.flags)))
+    kind = program.flags[flag]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
       raise _bad(path, 'flag %r takes a%s %s, got %r'
                  % (flag, 'n' if kind is int else '', kind.__name__, value))
+    if flag in program.flag_minima and value < program.flag_minima[flag]:
+      raise _bad(path, 'flag %r must be at least %d, got %d'
+                 % (flag, program.flag_minima[flag], value))
   return extra
 
 
-def _check_selection(path, selection):
+def _check_selection(path, selection, program):
   unknown = set(selection) - {'metric', 'description'}
   if unknown:
     raise _bad(path, '"selection" has unknown key(s) %s; it takes "metric" '
                'and "description"' % ', '.join(sorted(unknown)))
-  if selection.get('metric') not in SELECTION_METRICS:
+  if selection.get('metric') not in program.metrics:
     raise _bad(path, '"selection.metric" must be one of %s, got %r'
-               % (', '.join(SELECTION_METRICS), selection.get('metric')))
+               % (', '.join(program.metrics), selection.get('metric')))
 
 
 def _check_published(path, published):
@@ -341,7 +443,7 @@ def _check_fragment(config, setting, fragment):
   """ConfigError if an hparams fragment sets what the sweep sets per run."""
   for part in (config.hparams, fragment):
     for name in _fragment_names(part):
-      if name in _SWEPT_HPARAMS:
+      if name in config.program_spec.swept:
         raise ConfigError(
             'config %s: setting %r sets %s, which the sweep sets per run; '
             'use "models", "learning_rates" or "trials" instead'
@@ -370,6 +472,7 @@ def expand_runs(config):
   Raises ConfigError if an hparams string is invalid, a model's grid sweeps
   an hparam a fragment sets, or two runs would share a run directory.
   """
+  program = config.program_spec
   runs = []
   seen = {}
   for setting, fragment in config.settings.items():
@@ -380,14 +483,15 @@ def expand_runs(config):
         for grid in grid_points(config, model):
           for trial in config.trials:
             text = ','.join(p for p in (
-                config.hparams, fragment, 'model=%s' % model,
+                config.hparams, fragment,
+                '%s=%s' % (program.model_hparam, model),
                 'learning_rate=%r' % rate, grid_text(grid),
                 'trial=%d' % trial) if p)
             try:
-              name = parse_hparams(text).run_name()
+              name = program.run_name(text)
             except HParamsError as e:
-              raise ConfigError('config %s: setting %r, model %s: %s'
-                                % (config.path, setting,
+              raise ConfigError('config %s: setting %r, %s %s: %s'
+                                % (config.path, setting, program.model_hparam,
                                    model_label(model, grid), e)) from None
             if name in seen:
               raise ConfigError('config %s: settings %r and %r give the same '

@@ -36,6 +36,7 @@ from rebar import cli
 from rebar import costs
 from rebar.config import ConfigError
 from rebar.config import load_config
+from rebar.config import require_program
 # Re-exported: these lived here before the report was split in three.
 # pylint: disable=unused-import,g-importing-member
 from rebar.report_figures import write_figures
@@ -71,6 +72,7 @@ def make_report(config, working_dir, out_dir, figures=True, cost_table=None,
   Returns (rows of report.csv, list of figure files or None without
   matplotlib).
   """
+  require_program(config, 'train')
   working_dir = os.path.abspath(working_dir)
   if not os.path.isdir(working_dir):
     raise ReportError('working dir %s does not exist; pass the --working_dir '

@@ -159,8 +159,15 @@ def configure(threads=0, xla_fusion_emitters=True):
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, TensorFlowInfoFilter) for f in handler.filters):
     handler.addFilter(TensorFlowInfoFilter())
-  tf.config.threading.set_intra_op_parallelism_threads(threads)
-  tf.config.threading.set_inter_op_parallelism_threads(threads)
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:
+    # TensorFlow's pools are fixed once it has run anything: a command
+    # called in-process after other TensorFlow work (the tests) keeps them.
+    absl_logging.warning('TensorFlow is already initialised in this process; '
+                         'its thread pools stay as they are, not %d',
+                         threads)
   use_xla_fusion_emitters(xla_fusion_emitters)
   release_library_pages()
   return xla_fusion_emitters_enabled()

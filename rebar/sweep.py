@@ -3,17 +3,20 @@
   python -m rebar.sweep configs/generative_mnist.json --working_dir=/data/runs \
       --workers=4
 
-Each run is a separate `rebar_train.py` process writing to
-`working_dir/<hparams name>`, so a sweep shares its layout with hand-started
-runs and `rebar.report` reads both alike. `--workers` runs go at once, each
-with `--threads` set to its share of the cores. A run whose `finished.json`
-shows it reached `max_steps` is skipped; any other run is (re)started with
-the same command, which resumes it from its last checkpoint. A failing run is
-recorded in `working_dir/sweep_status.json` (exit code and the end of its
-log) and the others carry on; the exit code is 1 if any failed.
+Each run is a separate `rebar_train.py` process (`python -m rebar.rl` for a
+config of program "rl") writing to `working_dir/<hparams name>`, so a sweep
+shares its layout with hand-started runs and the report reads both alike.
+`--workers` runs go at once, each with `--threads` set to its share of the
+cores. A run whose `finished.json` shows it reached `max_steps` (or, for rl,
+stopped because it was solved) is skipped; any other run is (re)started
+with the same command, which resumes it from its last checkpoint. A failing
+run is recorded in `working_dir/sweep_status.json` (exit code and the end of
+its log) and the others carry on; the exit code is 1 if any failed.
 
 `--print_commands` prints one shell line per run instead of running them, for
-a cluster scheduler (Slurm array, GNU parallel, xargs) on shared storage.
+a cluster scheduler (Slurm array, GNU parallel, xargs) on shared storage;
+the lines of an rl config run `python -m rebar.rl`, so they need the
+package installed or the repository root as their working directory.
 
 The config format is described in docs/reproduction.md ("Config format")
 and checked by `rebar.config.load_config`, which `rebar.report`
@@ -22,9 +25,11 @@ This module re-exports the names of both that it used to hold.
 """
 
 import collections
+import functools
 import os
 import pathlib
 import shlex
+import subprocess
 import sys
 
 from absl import flags
@@ -80,11 +85,45 @@ def train_script():
                    'repository root or `pip install .`' % package_dir)
 
 
-def run_command(run, config, working_dir, max_steps, threads, data_flags):
-  """The argv of one run: [python, rebar_train.py, flags...]."""
-  argv = [sys.executable, train_script(), '--hparams=' + run.hparams,
-          '--working_dir=' + working_dir, '--max_steps=%d' % max_steps,
-          '--eval_freq=%d' % config.eval_freq]
+@functools.lru_cache(maxsize=None)
+def _package_seen_from(cwd):
+  """The `rebar` package directory a fresh interpreter started in `cwd`
+  imports (None if it imports none): what `python -m` there will run."""
+  try:
+    result = subprocess.run(
+        [sys.executable, '-c', 'import os, rebar; '
+         'print(os.path.dirname(os.path.realpath(rebar.__file__)))'],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  lines = result.stdout.strip().splitlines()
+  return lines[-1] if result.returncode == 0 and lines else None
+
+
+def module_command(module):
+  """[python, -m, module] for a module of this `rebar` package.
+
+  A run started with it imports the package its interpreter finds from the
+  working directory: the installed one (`pip install .`), or in a clone
+  that is not installed, the repository root's, so the sweep must run
+  there. Checked once per directory, so that a sweep elsewhere stops with
+  one line instead of starting runs of another copy, or of none.
+  """
+  package_dir = str(pathlib.Path(__file__).resolve().parent)
+  cwd = os.getcwd()
+  seen = _package_seen_from(cwd)
+  if seen != package_dir:
+    raise SweepError(
+        '`python -m %s` started in %s would import %s, not this one (%s); '
+        'run the sweep from the repository root (%s) or `pip install .`'
+        % (module, cwd, 'rebar from %s' % seen if seen else 'no rebar',
+           package_dir, os.path.dirname(package_dir)))
+  return [sys.executable, '-m', module]
+
+
+def _run_flags(run, config, threads):
+  """--seed, the config's flags and --threads: what every program takes."""
+  argv = []
   if run.seed is not None:
     argv.append('--seed=%d' % run.seed)
   for flag, value in config.flags.items():
@@ -94,10 +133,38 @@ def run_command(run, config, working_dir, max_steps, threads, data_flags):
       argv.append('--%s=%s' % (flag, value))
   if threads:
     argv.append('--threads=%d' % threads)
+  return argv
+
+
+def _train_command(run, config, working_dir, max_steps, threads, data_flags):
+  """[python, rebar_train.py, flags...]."""
+  argv = [sys.executable, train_script(), '--hparams=' + run.hparams,
+          '--working_dir=' + working_dir, '--max_steps=%d' % max_steps,
+          '--eval_freq=%d' % config.eval_freq]
+  argv += _run_flags(run, config, threads)
   for flag in DATA_FLAGS:
     if data_flags.get(flag) is not None:
       argv.append('--%s=%s' % (flag, data_flags[flag]))
   return argv
+
+
+def _rl_command(run, config, working_dir, max_steps, threads, data_flags):
+  """[python, -m, rebar.rl, flags...]; max_steps counts episodes."""
+  del data_flags  # policy-gradient runs read no datasets
+  return module_command('rebar.rl') + [
+      '--hparams=' + run.hparams, '--working_dir=' + working_dir,
+      '--max_episodes=%d' % max_steps] + _run_flags(run, config, threads)
+
+
+# The command builder of each program (rebar.config.PROGRAMS).
+COMMANDS = {'train': _train_command, 'rl': _rl_command}
+
+
+def run_command(run, config, working_dir, max_steps, threads, data_flags):
+  """The argv of one run: [python, rebar_train.py, flags...], or for a
+  config of program rl [python, -m, rebar.rl, flags...]."""
+  return COMMANDS[config.program](run, config, working_dir, max_steps,
+                                  threads, data_flags)
 
 
 def cpu_count():
@@ -144,7 +211,8 @@ def run_sweep(config, working_dir, workers=1, max_steps=None, threads=0,
   out('%d runs: %d already finished, %d to run, %d at a time with %d '
       'thread(s) each' % (len(runs), len(runs) - len(todo), len(todo),
                           workers, threads))
-  _prefetch_data([run for run, _ in todo], data_flags, out)
+  if config.program_spec.datasets:
+    _prefetch_data([run for run, _ in todo], data_flags, out)
   sweep_runner.run_all(todo, working_dir, max_steps, workers, status, out,
                        poll_s)
   return {name: status.runs[name] for name in status.names}

@@ -1,6 +1,7 @@
 """The processes of a sweep: started, watched, stopped and recorded.
 
-`run_all` runs rebar_train commands `workers` at a time, each in a session
+`run_all` runs the commands of a sweep's runs (rebar_train, rebar.rl)
+`workers` at a time, each in a session
 of its own with its output appended to `<run dir>/log.txt`, and keeps
 `working_dir/sweep_status.json` (`StatusFile`) up to date as each starts
 and ends. A stop signal to the sweep (SIGINT, SIGTERM, SIGHUP) is passed on
@@ -38,10 +39,22 @@ def finished_step(run_dir):
     return None
 
 
+def stopped_when_solved(run_dir):
+  """True if `finished.json` says the run ended because it solved its task
+  (a rebar.rl run with --stop_when_solved), short of its episode budget."""
+  try:
+    with open(os.path.join(run_dir, 'finished.json')) as f:
+      return json.load(f).get('stopped_when_solved') is True
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
 def is_finished(run_dir, max_steps):
-  """True if the run reached `max_steps` (it may have been run further)."""
+  """True if the run reached `max_steps` (it may have been run further), or
+  stopped when it solved its task: started again, it would stop at once."""
   step = finished_step(run_dir)
-  return step is not None and step >= max_steps
+  return step is not None and (step >= max_steps or
+                               stopped_when_solved(run_dir))
 
 
 def recorded_step(run_dir):
@@ -73,7 +86,11 @@ class SweepProgress:
                              done=self.steps_done(), write=write, **kwargs)
 
   def steps_done(self):
-    return sum(min(recorded_step(d), self.max_steps) for d in self.run_dirs)
+    # A run that stopped when solved has done all it will: count its
+    # unreached steps as done, so that the ETA does not wait for them.
+    return sum(self.max_steps if stopped_when_solved(d)
+               else min(recorded_step(d), self.max_steps)
+               for d in self.run_dirs)
 
   def update(self, n_finished, n_running, force=False):
     if not force and not self.progress.due():
@@ -152,7 +169,8 @@ def run_all(todo, working_dir, max_steps, workers, status, out, poll_s,
   """Runs the (run, argv) pairs of deque `todo`, `workers` at a time.
 
   Each entry of `status` follows its run; a run counts as finished when it
-  exits 0 with a `finished.json` at `max_steps` or beyond. A progress line
+  exits 0 with a `finished.json` at `max_steps` or beyond, or one that
+  says it stopped when solved (`is_finished`). A progress line
   (SweepProgress) goes to `progress_out` every 30 s and as each run ends.
 
   Raises:
@@ -240,7 +258,7 @@ def _finish(process, run, working_dir, max_steps, status, out,
   wall = time.time() - process.start_time
   step = finished_step(run_dir)
   tail = log_tail(process.log_path, process.log_offset)
-  if rc == 0 and step is not None and step >= max_steps:
+  if rc == 0 and is_finished(run_dir, max_steps):
     state, tail = 'finished', []
   elif interrupted or rc in _STOPPED_CODES:
     state = 'interrupted'

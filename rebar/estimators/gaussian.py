@@ -56,7 +56,8 @@ def lax(mean, log_std, f_values, eps, control_variate):
   with tf.GradientTape() as tape:
     tape.watch([mean, log_std])
     c_a = control_variate(sample(mean, log_std, eps))
-  d_mean, d_log_std = tape.gradient(tf.reduce_sum(c_a), [mean, log_std],
+    total = tf.reduce_sum(c_a)  # on the tape: ∂c/∂(μ, log σ) flows from it
+  d_mean, d_log_std = tape.gradient(total, [mean, log_std],
                                     unconnected_gradients='zero')
   learning_signal = sg(f_values) - c_a
   signal = learning_signal[..., None]

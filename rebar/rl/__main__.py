@@ -41,7 +41,9 @@ def define_flags(flag_values):
                       '(listed at the end of --help).',
                       flag_values=flag_values)
   flags.DEFINE_integer('seed', None, 'Fixes all randomness (default: drawn '
-                       'once and recorded in the run directory).',
+                       'once and recorded in the run directory). Without a '
+                       'trial in --hparams it is also the trial, so that each '
+                       'seed has its own run directory.',
                        flag_values=flag_values)
   flags.DEFINE_integer('max_episodes', 1000, 'Stop after this many episodes.',
                        lower_bound=1, flag_values=flag_values)
@@ -67,8 +69,11 @@ COMMAND = cli.Command(
 
 
 def settings_from(args):
-  """RLSettings from --hparams with --env and --method over it."""
+  """RLSettings from --hparams with --env and --method over it, and --seed
+  as the trial where --hparams gives none."""
   pairs = settings_lib.parse_pairs(args.hparams)
+  if args.seed is not None:
+    pairs.setdefault('trial', args.seed)
   for name in ('env', 'method'):
     value = getattr(args, name)
     if value is None:
