@@ -406,7 +406,12 @@ _FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
 
 
 def _parse_value(name, text):
-  kind = type(_FIELDS[name].default)
+  return typed_value(name, type(_FIELDS[name].default), text)
+
+
+def typed_value(name, kind, text):
+  """`text` as a value of type `kind` (bool: true/false/1/0) for hparam
+  `name`; HParamsError (one line) if it is not one."""
   if kind is bool:
     if text.lower() in ('true', '1'):
       return True

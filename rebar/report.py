@@ -162,12 +162,18 @@ def main(argv=None):
   print('%d of %d setting/model/rate groups have data; wrote %s and %s'
         % (with_data, len(rows), os.path.join(out_dir, 'report.md'),
            os.path.join(out_dir, 'report.csv')))
+  print_figures(written, out_dir)
+  return 0
+
+
+def print_figures(written, out_dir):
+  """The line saying which figures a report wrote (`written`: (setting,
+  file name) pairs; None where matplotlib is missing)."""
   if written is None:
     print(PLOTS_HINT)
   elif written:
     print('figures: %s' % ', '.join(os.path.join(out_dir, n)
                                     for _, n in written))
-  return 0
 
 
 if __name__ == '__main__':

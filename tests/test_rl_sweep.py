@@ -149,18 +149,19 @@ def test_eval_freq_rules(tmp_path):
 
 
 def test_shipped_rl_configs(tmp_path):
-  expected = {'rl_cartpole': ('CartPole-v1', ['a2c', 'relax'], 0.01, 3000),
-              'rl_lunarlander': ('LunarLander-v3', ['a2c', 'relax'], 0.003,
+  expected = {'rl_cartpole': ('CartPole-v1', ['a2c', 'relax'], [0.01, 0.003],
+                              3000),
+              'rl_lunarlander': ('LunarLander-v3', ['a2c', 'relax'], [0.003],
                                  5000),
               'rl_invertedpendulum': ('InvertedPendulum-v5', ['a2c', 'lax'],
-                                      0.003, 3000)}
+                                      [0.003], 3000)}
   published = json.loads((CONFIGS / 'published.json').read_text())
   for name, (env, methods, rate, episodes) in expected.items():
     config = sweep.load_config(CONFIGS / (name + '.json'))
     assert config.program == 'rl'
     assert (list(config.settings), config.models, config.learning_rates,
             config.trials, config.max_steps) == (
-                [env], methods, [rate], [1, 2, 3, 4, 5], episodes)
+                [env], methods, rate, [1, 2, 3, 4, 5], episodes)
     assert config.flags == {'log_every': 10, 'stop_when_solved': True}
     assert {parse_settings(r.hparams).env for r in sweep.expand_runs(
         config)} == {env}

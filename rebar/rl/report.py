@@ -47,7 +47,7 @@ from rebar.config import grid_text
 from rebar.config import load_config
 from rebar.config import model_label
 from rebar.config import require_program
-from rebar.report import PLOTS_HINT
+from rebar.report import print_figures
 from rebar.report_numbers import Choice
 from rebar.report_numbers import group_key
 from rebar.report_numbers import load_published
@@ -572,11 +572,7 @@ def main(argv=None):
   print('%d of %d setting/method/rate groups have data; wrote %s.md and '
         '%s.csv' % (sum(1 for r in rows if r['runs_with_data']), len(rows),
                     base, base))
-  if written is None:
-    print(PLOTS_HINT)
-  elif written:
-    print('figures: %s' % ', '.join(os.path.join(out_dir, n)
-                                    for _, n in written))
+  print_figures(written, out_dir)
   return 0
 
 

@@ -14,7 +14,7 @@ hand).
 import dataclasses
 import math
 
-from rebar.hparams import HParamsError
+from rebar.hparams import HParamsError, typed_value
 
 # Methods: the control variate is all that differs between them.
 #   a2c    score function with the value baseline V(s) (advantage
@@ -151,13 +151,7 @@ def task_defaults(env):
 
 
 def _parse_value(name, text):
-  kind = type(_FIELDS[name].default)
-  try:
-    return kind(text)
-  except ValueError:
-    raise HParamsError('hparam %s takes a%s %s, got %r'
-                       % (name, 'n' if kind is int else '', kind.__name__,
-                          text)) from None
+  return typed_value(name, type(_FIELDS[name].default), text)
 
 
 def parse_pairs(text):

@@ -224,12 +224,3 @@ class _Loop:
                  '' if self.solved_at is None else
                  ', solved at episode %d' % self.solved_at))
     self.progress.update(episodes)
-
-
-def episodes_to_solve(records):
-  """The `solved_at` of a run's records, or None."""
-  for record in reversed(records):
-    if record.get('solved_at') is not None:
-      return record['solved_at']
-  return None
-
