@@ -133,33 +133,23 @@ def fresh_process(*argvs):
                  capture_output=True, env=dict(os.environ, PYTHONPATH=REPO))
 
 
-def test_resumed_run_is_the_uninterrupted_run(tmp_path):
+def test_stopped_and_resumed_runs_are_the_uninterrupted_run(tmp_path):
   """Episodes are seeded by their number and checkpoints fall on record
-  boundaries, with the optimizers' state: 20 + 10 more episodes of LAX give
-  the records of 30 in one go."""
-  hparams = 'env=InvertedPendulum-v5,method=lax,n_step=5'
-  whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
-  flags = ['--hparams=' + hparams, '--seed=5', '--threads=1',
-           '--stop_when_solved=false']
-  fresh_process(flags + ['--max_episodes=30', '--working_dir=' + whole],
-                flags + ['--max_episodes=20', '--working_dir=' + parts],
-                flags + ['--max_episodes=30', '--working_dir=' + parts])
-  expected = without_timing(records(run_dir_of(whole, hparams, 5)))
-  assert [r['step'] for r in expected] == [10, 20, 30]
-  assert without_timing(records(run_dir_of(parts, hparams, 5))) == expected
+  boundaries, with the optimizers' state.
 
-
-def test_stop_signal_saves_and_the_same_command_resumes(tmp_path):
-  """SIGINT mid-run: exit 130 with a checkpoint at a record boundary; the
-  same command then ends with the uninterrupted run's records."""
-  hparams = 'env=CartPole-v1,method=relax'
-  flags = ['--hparams=' + hparams, '--seed=2', '--threads=1',
+  RELAX on CartPole-v1: SIGINT mid-run ends it with exit 130 and a
+  checkpoint at a record boundary; the same command then ends with the
+  uninterrupted run's records. LAX on InvertedPendulum-v5: 20 episodes and
+  then 10 more give the records of 30 in one go.
+  """
+  relax = 'env=CartPole-v1,method=relax'
+  flags = ['--hparams=' + relax, '--seed=2', '--threads=1',
            '--max_episodes=40', '--log_every=5', '--stop_when_solved=false']
-  command = [sys.executable, '-m', 'rebar.rl'] + flags
   env = dict(os.environ, PYTHONPATH=REPO)
-  stopped = subprocess.Popen(command + ['--working_dir=%s' % (tmp_path / 'a')],
-                             cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+  stopped = subprocess.Popen(
+      [sys.executable, '-m', 'rebar.rl'] + flags +
+      ['--working_dir=%s' % (tmp_path / 'a')], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   for line in stopped.stdout:
     if line.startswith('Episode 10:'):
       stopped.send_signal(signal.SIGINT)
@@ -167,13 +157,23 @@ def test_stop_signal_saves_and_the_same_command_resumes(tmp_path):
   _, err = stopped.communicate(timeout=120)
   assert stopped.returncode == 130, err
   assert 'run the same command to resume' in err
-  run_a = run_dir_of(str(tmp_path / 'a'), hparams, 2)
+  run_a = run_dir_of(str(tmp_path / 'a'), relax, 2)
   reached = records(run_a)[-1]['step']
   assert reached < 40 and reached % 5 == 0
+  lax = 'env=InvertedPendulum-v5,method=lax,n_step=5'
+  lax_flags = ['--hparams=' + lax, '--seed=5', '--threads=1',
+               '--stop_when_solved=false']
+  whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
   fresh_process(flags + ['--working_dir=%s' % (tmp_path / 'a')],
-                flags + ['--working_dir=%s' % (tmp_path / 'b')])
+                flags + ['--working_dir=%s' % (tmp_path / 'b')],
+                lax_flags + ['--max_episodes=30', '--working_dir=' + whole],
+                lax_flags + ['--max_episodes=20', '--working_dir=' + parts],
+                lax_flags + ['--max_episodes=30', '--working_dir=' + parts])
   assert without_timing(records(run_a)) == without_timing(
-      records(run_dir_of(str(tmp_path / 'b'), hparams, 2)))
+      records(run_dir_of(str(tmp_path / 'b'), relax, 2)))
+  expected = without_timing(records(run_dir_of(whole, lax, 5)))
+  assert [r['step'] for r in expected] == [10, 20, 30]
+  assert without_timing(records(run_dir_of(parts, lax, 5))) == expected
 
 
 def test_cartpole_learns_in_a_short_run(capsys, tmp_path):
