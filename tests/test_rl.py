@@ -34,6 +34,22 @@ def without_timing(rows):
   return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def same_records(got, expected):
+  """Records equal but for float rounding: separate processes' TensorFlow
+  kernels differ at about 1e-7 (relative) now and then (docs/rl.md), so
+  the floats are compared to 1e-5; the episodes' returns and lengths, the
+  steps and counts exactly."""
+  got, expected = without_timing(got), without_timing(expected)
+  assert [r['step'] for r in got] == [r['step'] for r in expected]
+  for a, b in zip(got, expected):
+    assert a.keys() == b.keys()
+    for key in a:
+      if key in ('values', 'log_variance'):
+        assert a[key] == pytest.approx(b[key], rel=1e-5), key
+      else:
+        assert a[key] == b[key], key
+
+
 def run_dir_of(working_dir, hparams, seed):
   """The run directory of --hparams=hparams --seed=seed (the seed is the
   trial where hparams name none)."""
@@ -169,11 +185,11 @@ def test_stopped_and_resumed_runs_are_the_uninterrupted_run(tmp_path):
                 lax_flags + ['--max_episodes=30', '--working_dir=' + whole],
                 lax_flags + ['--max_episodes=20', '--working_dir=' + parts],
                 lax_flags + ['--max_episodes=30', '--working_dir=' + parts])
-  assert without_timing(records(run_a)) == without_timing(
-      records(run_dir_of(str(tmp_path / 'b'), relax, 2)))
-  expected = without_timing(records(run_dir_of(whole, lax, 5)))
+  same_records(records(run_a),
+               records(run_dir_of(str(tmp_path / 'b'), relax, 2)))
+  expected = records(run_dir_of(whole, lax, 5))
   assert [r['step'] for r in expected] == [10, 20, 30]
-  assert without_timing(records(run_dir_of(parts, lax, 5))) == expected
+  same_records(records(run_dir_of(parts, lax, 5)), expected)
 
 
 def test_cartpole_learns_in_a_short_run(capsys, tmp_path):
