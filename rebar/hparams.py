@@ -439,6 +439,33 @@ def parse_pairs(text):
   return pairs
 
 
+def parse_assignments(text, fields):
+  """{name: typed value} of a `name=value,...` string, each name one of
+  `fields` (name -> dataclass field, typed as its default); no defaults.
+
+  A name given twice is an error (which one was meant?). Raises
+  HParamsError (one line naming the bad entry).
+  """
+  values, given = {}, {}
+  for item in (text or '').split(','):
+    item = item.strip()
+    if not item:
+      continue
+    if '=' not in item:
+      raise HParamsError('hparams entry %r is not of the form name=value'
+                         % item)
+    name, value = (s.strip() for s in item.split('=', 1))
+    if name not in fields:
+      raise HParamsError('unknown hparam %r; valid names: %s'
+                         % (name, ', '.join(fields)))
+    if name in values:
+      raise HParamsError('hparam %s is given twice (%s=%s and %s=%s); keep one'
+                         % (name, name, given[name], name, value))
+    values[name] = typed_value(name, type(fields[name].default), value)
+    given[name] = value
+  return values
+
+
 def parse_hparams(text='', validate=True, **overrides):
   """Parses `name=value,...` over the defaults; `overrides` apply last.
 
@@ -456,23 +483,7 @@ def parse_hparams(text='', validate=True, **overrides):
   Raises:
     HParamsError: one-line message naming the bad entry and the fix.
   """
-  values, given = {}, {}
-  for item in (text or '').split(','):
-    item = item.strip()
-    if not item:
-      continue
-    if '=' not in item:
-      raise HParamsError('hparams entry %r is not of the form name=value'
-                         % item)
-    name, value = (s.strip() for s in item.split('=', 1))
-    if name not in _FIELDS:
-      raise HParamsError('unknown hparam %r; valid names: %s'
-                         % (name, ', '.join(_FIELDS)))
-    if name in values:
-      raise HParamsError('hparam %s is given twice (%s=%s and %s=%s); keep one'
-                         % (name, name, given[name], name, value))
-    values[name] = _parse_value(name, value)
-    given[name] = value
+  values = parse_assignments(text, _FIELDS)
   for name in overrides:
     if name not in _FIELDS:
       raise HParamsError('unknown hparam %r; valid names: %s'

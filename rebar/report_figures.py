@@ -15,6 +15,18 @@ from rebar.report_numbers import selected_groups
 from rebar.report_work import curve_cost
 
 
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend, or None where
+  matplotlib is not installed (it is optional: `pip install .[plots]`)."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return plt
+
+
 # A curve of this many points or fewer is drawn with markers: a run with one
 # epoch record is a single point, which a line alone does not show.
 MARKERS_UP_TO = 20
@@ -54,11 +66,8 @@ def figure_series(config, groups, chosen, setting, cost_table=None):
 def write_figures(config, groups, chosen, out_dir, cost_table=None):
   """One PNG per setting; returns [(setting, file name)], or None without
   matplotlib."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  plt = pyplot()
+  if plt is None:
     return None
   written = []
   for setting in config.settings:

@@ -117,6 +117,21 @@ def group_key(setting, model, rate, grid=()):
   return (setting, model, rate, grid) if grid else (setting, model, rate)
 
 
+def empty_groups(config, fields):
+  """{group_key: group} for every setting x model x rate x grid point of
+  `config`, in that order; a group holds setting, model, learning_rate and
+  grid (its key's parts) and the fresh entries `fields()` returns."""
+  groups = {}
+  for setting in config.settings:
+    for model in config.models:
+      for rate in config.learning_rates:
+        for grid in grid_points(config, model):
+          groups[group_key(setting, model, rate, grid)] = dict(
+              setting=setting, model=model, learning_rate=rate, grid=grid,
+              **fields())
+  return groups
+
+
 def aggregate(config, collected):
   """{group_key(setting, model, learning_rate, grid): group dict} over trials.
 
@@ -125,15 +140,8 @@ def aggregate(config, collected):
   valid_iw_bound, test_iw_bound as (mean, se, n), and the per-trial
   summaries. The groups are in the order of the runs.
   """
-  groups = {}
-  for setting in config.settings:
-    for model in config.models:
-      for rate in config.learning_rates:
-        for grid in grid_points(config, model):
-          groups[group_key(setting, model, rate, grid)] = {
-              'setting': setting, 'model': model, 'learning_rate': rate,
-              'grid': grid, 'summaries': [], 'records': [],
-              'hparams': None}
+  groups = empty_groups(config, lambda: {'summaries': [], 'records': [],
+                                         'hparams': None})
   for run, (summary, records) in collected.items():
     group = groups[group_key(run.setting, run.model, run.learning_rate,
                              run.grid)]

@@ -2,15 +2,14 @@
 the RELAX paper's Figure 1 from the results of rebar.toy.run.
 """
 
+from rebar.report_figures import pyplot
+
 
 def write_figure(results, relax_curves, path):
   """toy.png: loss, log-variance and learned relaxations; False without
   matplotlib."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  plt = pyplot()
+  if plt is None:
     return False
   fig, (ax_loss, ax_var, ax_c) = plt.subplots(1, 3, figsize=(15, 4.2))
   for name, r in results['estimators'].items():

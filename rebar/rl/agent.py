@@ -91,8 +91,7 @@ class Agent(tf.Module):
   def __init__(self, settings, obs_dim, n_actions, discrete, seed):
     super().__init__(name='agent')
     self.settings, self.discrete = settings, discrete
-    self.method = settings.method
-    self.obs_dim, self.n_actions = obs_dim, n_actions
+    self.n_actions = n_actions
     rng = np.random.default_rng(seed)
     hidden = [settings.n_hidden] * settings.n_layers
     self.policy = MLP(obs_dim, hidden, n_actions, rng, output_scale=0.01,
@@ -110,8 +109,6 @@ class Agent(tf.Module):
         () if discrete else (self.log_std,))
     self.critic_variables = tuple(self.value.trainable_variables) + (
         tuple(self.cv.trainable_variables) if self.cv else ())
-    self.n_policy_parameters = int(sum(np.prod(v.shape)
-                                       for v in self.policy_variables))
     # The actions taken are implied by the noise that drew them.
     noise = tf.TensorSpec([None, n_actions], tf.float32)
     signature = [

@@ -48,7 +48,9 @@ from rebar.config import load_config
 from rebar.config import model_label
 from rebar.config import require_program
 from rebar.report import print_figures
+from rebar.report_figures import pyplot
 from rebar.report_numbers import Choice
+from rebar.report_numbers import empty_groups
 from rebar.report_numbers import group_key
 from rebar.report_numbers import load_published
 from rebar.report_numbers import mean_se
@@ -134,14 +136,8 @@ def aggregate(config, collected):
   wall_s_per_episode, ms_per_step_acting, ms_per_step_update,
   env_steps_mean; None where no run has the number.
   """
-  groups = {}
-  for setting in config.settings:
-    for method in config.models:
-      for rate in config.learning_rates:
-        for grid in grid_points(config, method):
-          groups[group_key(setting, method, rate, grid)] = {
-              'setting': setting, 'model': method, 'learning_rate': rate,
-              'grid': grid, 'trials': len(config.trials), 'runs': []}
+  groups = empty_groups(config, lambda: {'trials': len(config.trials),
+                                         'runs': []})
   for run, summary in collected.items():
     groups[group_key(run.setting, run.model, run.learning_rate,
                      run.grid)]['runs'].append((run.trial, summary))
@@ -454,11 +450,8 @@ def safe_name(text):
 def write_figures(config, groups, chosen, out_dir):
   """`<name>_<setting>.png` per setting; [(setting, file name)], or None
   without matplotlib."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  plt = pyplot()
+  if plt is None:
     return None
   written = []
   for setting in config.settings:

@@ -14,7 +14,7 @@ hand).
 import dataclasses
 import math
 
-from rebar.hparams import HParamsError, typed_value
+from rebar.hparams import HParamsError, parse_assignments
 
 # Methods: the control variate is all that differs between them.
 #   a2c    score function with the value baseline V(s) (advantage
@@ -150,25 +150,9 @@ def task_defaults(env):
   return values
 
 
-def _parse_value(name, text):
-  return typed_value(name, type(_FIELDS[name].default), text)
-
-
 def parse_pairs(text):
   """{name: typed value} of a `name=value,...` string (no defaults)."""
-  values = {}
-  for item in filter(None, (i.strip() for i in (text or '').split(','))):
-    if '=' not in item:
-      raise HParamsError('hparams entry %r is not of the form name=value'
-                         % item)
-    name, value = (s.strip() for s in item.split('=', 1))
-    if name not in _FIELDS:
-      raise HParamsError('unknown hparam %r; valid names: %s'
-                         % (name, ', '.join(_FIELDS)))
-    if name in values:
-      raise HParamsError('hparam %s is given twice; keep one' % name)
-    values[name] = _parse_value(name, value)
-  return values
+  return parse_assignments(text, _FIELDS)
 
 
 def parse_settings(text='', validate=True, **overrides):
